@@ -4,8 +4,8 @@ PYTHON ?= python3
 EXTRAS ?= cpu,dev
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: venv demo test bench clean
 venv: $(STAMP)
