@@ -6,7 +6,7 @@ from typing import Sequence
 import ray
 from ray.exceptions import GetTimeoutError
 
-from policies.engine import EngineError, Prompt, Rollout, Sampling, check_model_dir, make_engine
+from policies.engine import EngineError, Prompt, Rollout, Sampling, check_engine_name, check_model_dir, make_engine
 
 
 class _EngineActor:
@@ -31,8 +31,7 @@ class EngineClient:
 
     def __init__(self, name: str, model_path: str, num_cpus: float = 1, num_gpus: float = 0,
                  rpc_timeout_s: float = 300, start_timeout_s: float = 600, **kwargs):
-        if name not in ("hf", "vllm"):
-            make_engine(name, model_path)  # raises the one clear unknown-engine error
+        check_engine_name(name)
         check_model_dir(model_path)  # fail here, not inside a dying actor
         self.name, self.rpc_timeout_s = name, rpc_timeout_s
         actor_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_EngineActor)

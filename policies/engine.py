@@ -70,9 +70,9 @@ def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
     for i, p in enumerate(prompts):
         if isinstance(p, str):
             out.append(tokenizer(p, add_special_tokens=False).input_ids)
-        elif p and all(isinstance(t, int) for t in p):
+        elif isinstance(p, (list, tuple)) and p and all(isinstance(t, int) for t in p):
             out.append(list(p))
-        elif p and all(isinstance(m, dict) and "role" in m and "content" in m for m in p):
+        elif isinstance(p, (list, tuple)) and p and all(isinstance(m, dict) and "role" in m and "content" in m for m in p):
             if not getattr(tokenizer, "chat_template", None):
                 raise EngineError(f"prompt {i} is a message list but the tokenizer has no chat template")
             out.append(list(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True,
@@ -85,12 +85,27 @@ def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
     return out
 
 
+def check_state_keys(expected: set, got: set, where: str, optional: set = frozenset()) -> None:
+    """A weight sync must carry exactly the served model's tensors (`optional` may be absent)."""
+    missing, extra = expected - got - optional, got - expected - optional
+    if missing or extra:
+        raise EngineError(f"weight sync: state dict does not match {where}: missing {len(missing)} "
+                          f"{sorted(missing)[:5]}, unexpected {len(extra)} {sorted(extra)[:5]}")
+
+
+ENGINES = ("hf", "vllm")
+
+
+def check_engine_name(name: str) -> None:
+    if name not in ENGINES:
+        raise EngineError(f"unknown engine {name!r} (config key engine.name); expected one of: {', '.join(ENGINES)}")
+
+
 def make_engine(name: str, model_path: str, **kwargs) -> Engine:
     """Build an engine by its config name (`engine.name`)."""
+    check_engine_name(name)
     if name == "vllm":
         from policies.vllm_engine import VLLMEngine
         return VLLMEngine(model_path, **kwargs)
-    if name == "hf":
-        from policies.hf_engine import HFEngine
-        return HFEngine(model_path, **kwargs)
-    raise EngineError(f"unknown engine {name!r} (config key engine.name); expected one of: hf, vllm")
+    from policies.hf_engine import HFEngine
+    return HFEngine(model_path, **kwargs)

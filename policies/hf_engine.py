@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from policies.engine import Prompt, Rollout, Sampling, check_model_dir, encode_prompts
+from policies.engine import Prompt, Rollout, Sampling, check_model_dir, check_state_keys, encode_prompts
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -91,6 +91,7 @@ class HFEngine:
 
     def load_weights(self, state_dict: dict) -> float:
         t0 = time.perf_counter()
+        check_state_keys(set(self.model.state_dict()), set(state_dict), "the HF engine's model")
         with torch.no_grad():
             self.model.load_state_dict(state_dict, strict=True)
         return time.perf_counter() - t0

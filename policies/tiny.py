@@ -11,7 +11,7 @@ import string
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 PAD, EOS, UNK = "<pad>", "<|endoftext|>", "<unk>"
@@ -41,14 +41,20 @@ def char_tokenizer(chars: str = DEFAULT_CHARS, vocab_size: int | None = None) ->
     """One token per character plus specials; padded with filler tokens up to `vocab_size`."""
     specials = [PAD, EOS, UNK, IM_START, IM_END]
     vocab = {tok: i for i, tok in enumerate(specials)}
+    # Byte-level symbols (space is "Ġ", newline "Ċ"), as in Qwen2's own tokenizer: transformers
+    # rebuilds any tokenizer of a qwen2 model as byte-level BPE, so a plain character vocabulary
+    # would silently lose its spaces and newlines when loaded with AutoTokenizer.
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     for ch in dict.fromkeys(chars):
-        vocab.setdefault(ch, len(vocab))
+        for sym in byte_level.pre_tokenize_str(ch)[0][0]:
+            vocab.setdefault(sym, len(vocab))
     for i in range(len(vocab), vocab_size or 0):
         vocab[f"<f{i}>"] = i
-    # BPE without merges splits text into single characters; Fuse joins them back without spaces.
+    # BPE without merges: one token per character.
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(specials)
-    tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
                                    chat_template=CHAT_TEMPLATE, model_max_length=4096)
 

