@@ -20,11 +20,12 @@ def engine_demo(cfg: DictConfig) -> dict:
     from transformers import AutoModelForCausalLM
 
     from policies.actor import start_engine
-    from policies.engine import Sampling
+    from policies.engine import Sampling, check_engine_name
     from policies.models import resolve_policy
     from policies.sync import sync_weights
     from rl.cluster import init_ray
 
+    check_engine_name(cfg.engine.name)  # fail before Ray and model loading start
     path = resolve_policy(cfg.policy, cfg.cache_dir)
     init_ray(cfg.cluster)
     engine = start_engine(cfg.engine, path)
