@@ -1,6 +1,8 @@
 """Resolve `policy.*` to a local HF model directory, building random models on first use."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -13,15 +15,18 @@ def resolve_policy(cfg, cache_dir: str) -> str:
     if cfg.source == "path":
         return str(check_model_dir(cfg.path, "policy.path"))
     if cfg.source == "random":
-        from policies.tiny import random_model
+        from policies import tiny
 
-        target = Path(cache_dir) / "random" / f"{cfg.shape}-seed{cfg.seed}"
+        # Keyed by the builder's source too: a changed tokenizer or shape must not reuse an old build.
+        key = hashlib.sha256(f"{cfg.shape}|{cfg.seed}|{inspect.getsource(tiny)}".encode()).hexdigest()[:12]
+        target = Path(cache_dir) / "random" / f"{cfg.shape}-seed{cfg.seed}-{key}"
         if not (target / "config.json").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
             try:  # build aside, then rename: a crash leaves no half-written model behind
-                random_model(tmp, cfg.shape, cfg.seed)
-                os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+                tiny.random_model(tmp, cfg.shape, cfg.seed)
+                if not target.exists():  # another process may have finished first
+                    os.replace(tmp, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return str(target)
