@@ -52,3 +52,17 @@ def check_logprobs(model, rollouts: list[Rollout]) -> dict[str, float]:
     if diffs.numel() == 0:
         raise ValueError("check_logprobs: the rollouts have no completion tokens")
     return {"mean": diffs.mean().item(), "max": diffs.max().item(), "tokens": diffs.numel()}
+
+
+def text_rollouts(tokenizer, prompts: list[str], responses: list[str], add_eos: bool = True) -> list[Rollout]:
+    """Rollouts for (prompt, response) text pairs, tokenized with *this* model's tokenizer.
+
+    Prompt and response are tokenized apart and joined, as trainers do, so the response's
+    tokens are the same whatever the prompt ends with.
+    """
+    out = []
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        pid = tokenizer(p, add_special_tokens=False).input_ids
+        rid = tokenizer(r, add_special_tokens=False).input_ids + ([tokenizer.eos_token_id] if add_eos else [])
+        out.append(Rollout(i, pid, rid, r, [0.0] * len(rid), "stop"))
+    return out
