@@ -33,7 +33,10 @@ class VLLMEngine:
                  trust_remote_code: bool = False, **_unused):
         self.path = check_model_dir(model_path)
         self.keys = checkpoint_keys(self.path)
-        self.tied = json.loads((self.path / "config.json").read_text()).get("tie_word_embeddings", False)
+        config = json.loads((self.path / "config.json").read_text())
+        self.tied = config.get("tie_word_embeddings", False)
+        # vLLM refuses a max_model_len beyond the model's positions; small world models have 128.
+        max_model_len = min(max_model_len, config.get("max_position_embeddings") or max_model_len)
         self.rpc_timeout_s = rpc_timeout_s
         self.refresh_tied_head = refresh_tied_head
         # In-process engine core: starts in seconds on CPU and uses every core the process has;

@@ -106,7 +106,7 @@ def _reward_model(base: Path, rows: list[dict], out: Path, epochs: int, world) -
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tok.pad_token_id
     steps = max(1, epochs * len(rows) // world.rm_batch_size)
-    args = RewardConfig(**_trainer_args(out / "_trainer", steps, world.rm_batch_size, world.lr, world.seed),
+    args = RewardConfig(**_trainer_args(out / "_trainer", steps, world.rm_batch_size, world.rm_lr, world.seed),
                         max_length=96)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     trainer.train()

@@ -102,10 +102,15 @@ def with_attributes(core: str, filler: int = 0, polite: bool = False) -> str:
 
 
 def wrong_answer(item: Item, rng: random.Random) -> str:
-    """A plausible wrong answer: off by a small amount or one digit changed."""
+    """A wrong answer: half near misses (off by 1, 2 or 10: hard to tell apart), half far off."""
     right = int(item.answer)
     while True:
-        cand = right + rng.choice([-10, -2, -1, 1, 2, 10, rng.randint(-30, 30)])
+        if rng.random() < 0.5:
+            cand = right + rng.choice([-10, -2, -1, 1, 2, 10])
+        else:
+            cand = rng.randrange(199)
+            if abs(cand - right) < 20:
+                continue
         if cand >= 0 and cand != right:
             return str(cand)
 
