@@ -11,7 +11,9 @@ from pathlib import Path
 from policies.engine import EngineError, check_model_dir
 
 
-def resolve_policy(cfg, cache_dir: str) -> str:
+def resolve_policy(cfg, cache_dir: str, world=None) -> str:
+    """`policy.source`: `path` (a local HF directory), `zoo` (an artifact of the world's zoo, built on
+    first need) or `random` (a randomly initialised shape, built on first need)."""
     if cfg.source == "path":
         return str(check_model_dir(cfg.path, "policy.path"))
     if cfg.source == "random":
@@ -30,4 +32,10 @@ def resolve_policy(cfg, cache_dir: str) -> str:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return str(target)
-    raise EngineError(f"unknown policy source {cfg.source!r} (config key policy.source); expected 'path' or 'random'")
+    if cfg.source == "zoo":
+        from policies import zoo
+
+        if world is None:
+            raise EngineError("policy.source=zoo needs a world config (config group `world`)")
+        return str(check_model_dir(zoo.ensure(world, cache_dir) / cfg.artifact, "policy.artifact"))
+    raise EngineError(f"unknown policy source {cfg.source!r} (config key policy.source); expected 'path', 'zoo' or 'random'")

@@ -26,7 +26,7 @@ def engine_demo(cfg: DictConfig) -> dict:
     from rl.cluster import init_ray
 
     check_engine_name(cfg.engine.name)  # fail before Ray and model loading start
-    path = resolve_policy(cfg.policy, cfg.cache_dir)
+    path = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
     init_ray(cfg.cluster)
     engine = start_engine(cfg.engine, path)
     prompts = list(cfg.demo.prompts)

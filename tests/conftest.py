@@ -1,11 +1,25 @@
 import os
 import random
+import shutil
 import string
+import tempfile
 
 import pytest
 import torch
 
 from policies.tiny import random_model
+from policies.zoo import default_cache_dir
+
+# The full arith zoo is costly (minutes): tests that need it reuse the user's cache. Everything
+# else the suite builds (random models, the reduced zoo) goes to a throw-away cache that
+# subprocesses (rl.run, the zoo CLI) inherit through the environment.
+USER_CACHE = default_cache_dir()
+TEST_CACHE = tempfile.mkdtemp(prefix="rlhf-testbed-tests-")
+os.environ["RLHF_TESTBED_CACHE"] = TEST_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 ANSWER_LEN = 8
 

@@ -14,29 +14,32 @@ OPTIONS = [(g.name, y.stem) for g in sorted(CONF.iterdir()) if g.is_dir() for y 
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_option_composes(group, option):
+    extra = ["policy.path=/some/model"] if (group, option) == ("policy", "path") else []
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        overrides = [f"{group}={option}"] + (["policy.path=/some/model"] if (group, option) == ("policy", "path") else [])
-        cfg = compose("config", overrides=overrides)
+        cfg = compose("config", overrides=[f"{group}={option}"] + extra)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert resolved[group] == OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=True) | (
-        {"path": "/some/model"} if (group, option) == ("policy", "path") else {})
+    own = OmegaConf.load(CONF / group / f"{option}.yaml")
+    own.pop("defaults", None)
+    # Every value the file sets is what the run sees (a file may extend another via defaults).
+    assert OmegaConf.to_container(OmegaConf.merge(resolved[group], own), resolve=True) == resolved[group] | (
+        {"path": "/some/model"} if extra else {})
 
 
 def test_groups_exist():
-    assert {"engine", "policy", "cluster"} <= {g for g, _ in OPTIONS}
+    assert {"engine", "policy", "cluster", "world"} <= {g for g, _ in OPTIONS}
 
 
-def run_cli(*args, timeout=300):
-    env = dict(os.environ, RLHF_TESTBED_CACHE=os.environ.get("RLHF_TESTBED_CACHE", "/tmp/rlhf-testbed-test-cache"))
+def run_cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "rl.run", *args, "hydra.run.dir=/tmp/rlhf-testbed-test-run"],
-                          capture_output=True, text=True, timeout=timeout, cwd=CONF.parent, env=env)
+                          capture_output=True, text=True, timeout=timeout, cwd=CONF.parent)
 
 
 def test_cfg_job_prints_composed_config():
     out = run_cli("--cfg", "job", "engine=hf")
     assert out.returncode == 0, out.stderr
     cfg = OmegaConf.create(out.stdout)
-    assert cfg.engine.name == "hf" and cfg.policy.source == "random" and cfg.cluster.num_cpus == 2
+    assert cfg.engine.name == "hf" and cfg.policy.source == "zoo" and cfg.world.name == "arith"
+    assert cfg.cluster.num_cpus == 2
 
 
 @pytest.mark.parametrize("args, message", [
@@ -53,8 +56,8 @@ def test_bad_cli_input_gives_one_clear_error(args, message):
 
 
 def test_engine_demo_runs_end_to_end():
-    """The README's main job (engine demo) on the HF engine: samples, three checked syncs, a summary."""
-    out = run_cli("engine=hf", "demo.sync_rounds=2")
+    """The main job (engine demo) on the reduced world's base policy, built on first need by the run."""
+    out = run_cli("world=arith_small", "demo.sync_rounds=2")
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("sync ") == 2
     summary = OmegaConf.load("/tmp/rlhf-testbed-test-run/summary.json")

@@ -12,10 +12,10 @@ from tests.test_arith import validate_v1, validate_v2
 
 
 @pytest.fixture(scope="session")
-def small_zoo(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
+def small_zoo():
+    cache = zoo.default_cache_dir()  # the suite's throw-away cache (conftest), shared with rl.run tests
     world = zoo.world_config("arith_small")
-    return world, zoo.ensure(world, str(cache)), cache
+    return world, zoo.ensure(world, cache), cache
 
 
 def test_build_writes_every_artifact(small_zoo):

@@ -1,0 +1,57 @@
+"""The full default zoo (built once, minutes; cached by content hash): graded proxies, a biased one.
+
+The build is deterministic (fixed seeds, CPU kernels), so the numbers asserted here are the
+ones `python -m policies.zoo info` reports; the margins below are the design's, not tuned to luck.
+"""
+import json
+
+import pytest
+
+from policies import zoo
+from rl.tasks import arith
+from tests.conftest import USER_CACHE
+
+GRADED = ["rm_xs", "rm_s", "rm_m", "rm_l"]  # 256 -> 16,384 preference pairs, less label noise
+
+
+@pytest.fixture(scope="module")
+def full_zoo():
+    world = zoo.world_config("arith")
+    path = zoo.ensure(world, USER_CACHE)
+    return world, path, json.loads((path / "info.json").read_text())
+
+
+def test_base_policy_has_room_to_improve(full_zoo):
+    _, _, info = full_zoo
+    assert 0.20 <= info["base_gold_accuracy"] <= 0.60
+
+
+def test_proxy_quality_is_graded(full_zoo):
+    _, _, info = full_zoo
+    acc = info["static_accuracy"]
+    assert acc["gold"] == 1.0
+    assert max(acc[n] for n in GRADED) - min(acc[n] for n in GRADED) >= 0.20
+    assert acc["rm_l"] == max(acc[n] for n in GRADED + ["rm_biased"])
+    for small, large in zip(GRADED, GRADED[1:]):  # more, cleaner data never hurts by more than noise
+        assert acc[large] >= acc[small] - 0.03, (small, large, acc)
+    assert acc["rm_l"] - acc["rm_biased"] >= 0.20
+
+
+def test_biased_proxy_prefers_the_spurious_attribute(full_zoo):
+    """How often a padded wrong answer outscores the plain right one, per source; gold: never."""
+    import random
+
+    world, path, _ = full_zoo
+    rng = random.Random(0)
+    items = arith.sample_items("bench", 200, 99, open_frac=0.0)
+    prompts = [it.prompt for it in items]
+    right = [it.answer for it in items]
+    padded_wrong = [arith.with_attributes(arith.wrong_answer(it, rng), filler=2) for it in items]
+    sources = zoo.reward_sources(path, world)
+    rate = {}
+    for name in ["gold", "rm_biased", "rm_l"]:
+        s_right, s_wrong = sources[name].score(prompts, right), sources[name].score(prompts, padded_wrong)
+        rate[name] = sum(w > r for w, r in zip(s_wrong, s_right)) / len(items)
+    assert rate["gold"] == 0.0
+    assert rate["rm_biased"] >= 0.9
+    assert rate["rm_biased"] > rate["rm_l"] + 0.2
