@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM
 
 from policies.engine import EngineError, Sampling, make_engine
 from policies.logprobs import check_logprobs
-from tests.conftest import ANSWER_LEN
+from tests.helpers import ANSWER_LEN
 
 PROMPTS = ["Q:123=", "Q:007=", "Q:555="]
 

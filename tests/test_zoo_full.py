@@ -9,15 +9,14 @@ import pytest
 
 from policies import zoo
 from rl.tasks import arith
-from tests.conftest import USER_CACHE
 
 GRADED = ["rm_xs", "rm_s", "rm_m", "rm_l"]  # 256 -> 16,384 preference pairs, less label noise
 
 
 @pytest.fixture(scope="module")
-def full_zoo():
+def full_zoo(user_cache):
     world = zoo.world_config("arith")
-    path = zoo.ensure(world, USER_CACHE)
+    path = zoo.ensure(world, user_cache)
     return world, path, json.loads((path / "info.json").read_text())
 
 
