@@ -54,3 +54,12 @@ def test_biased_proxy_prefers_the_spurious_attribute(full_zoo):
     assert rate["gold"] == 0.0
     assert rate["rm_biased"] >= 0.9
     assert rate["rm_biased"] > rate["rm_l"] + 0.2
+
+
+def test_judge_emits_one_line_json_verdicts(full_zoo):
+    world, path, info = full_zoo
+    judge = zoo.reward_sources(path, world)["judge"]
+    items = arith.sample_items("bench", 20, 5)
+    verdicts = judge.generate_verdicts([it.prompt for it in items], [it.answer or "abcd" for it in items])
+    assert all(v is not None and set(v) == {"score"} and 0 <= v["score"] <= 9 for v in verdicts), verdicts
+    assert info["judge_parse_failures"] == 0
