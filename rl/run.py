@@ -1,7 +1,8 @@
 """Hydra entry point: `python -m rl.run [group=option ...] [key=value ...]`.
 
-Until the online loop lands this runs the engine demo: sample from the policy in an engine
-actor, then perturb the policy, sync its weights into the engine and check the log-probs.
+`job=train` (default) runs the online loop (`algo` x `reward` on the `world`); `job=engine_demo`
+samples from the policy in an engine actor, then perturbs the policy, syncs its weights into the
+engine and checks the log-probs.
 """
 from __future__ import annotations
 
@@ -53,12 +54,21 @@ def engine_demo(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     out_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     try:
-        summary = engine_demo(cfg)
-    except EngineError as e:
+        if cfg.job == "engine_demo":
+            summary = engine_demo(cfg)
+            with open(os.path.join(out_dir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+        elif cfg.job == "train":
+            from rl.loop import run
+
+            summary = run(cfg, out_dir)
+            print(json.dumps({k: summary[k] for k in ("proxy_initial", "proxy_final", "gold_initial", "gold_final",
+                                                      "kl_final", "wall_s")}))
+        else:
+            raise EngineError(f"unknown job {cfg.job!r} (config key job); expected 'train' or 'engine_demo'")
+    except (EngineError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     print(f"summary: {os.path.join(out_dir, 'summary.json')}")
 
 

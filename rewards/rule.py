@@ -1,0 +1,25 @@
+"""Rule-based verifiers: a reward only where an answer can be checked.
+
+`arith`: an `add` prompt scores 1 when the reply's core is the right sum; an open-ended prompt
+has no verifier and scores `unverifiable` (default 0), counted in `self.unverifiable`.
+"""
+from __future__ import annotations
+
+from rl.tasks.arith import core_of, parse_prompt
+
+
+class ArithVerifier:
+    def __init__(self, name: str = "rule", unverifiable: float = 0.0):
+        self.name, self.default = name, unverifiable
+        self.unverifiable = 0
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        out = []
+        for p, r in zip(prompts, responses):
+            item = parse_prompt(p)
+            if item.answer is None:
+                self.unverifiable += 1
+                out.append(self.default)
+            else:
+                out.append(float(core_of(r) == item.answer))
+        return out

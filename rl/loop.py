@@ -1,0 +1,163 @@
+"""The online loop on Ray: prompts -> rollouts -> proxy + gold scores -> algorithm step -> weight
+sync (checked) -> log. The driver is algorithm-agnostic; `rl/algos/<name>.py` supplies the update
+(or, for best-of-N, the selection curves).
+
+Actors: the rollout engine (policies.actor), the learner (policy, optimizer, frozen reference),
+one reward actor for the proxy and one for gold (evaluation only unless reward=gold). All phases
+run one after another, so every actor may use all `cluster.threads_per_actor` cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import ray
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from policies.engine import Sampling, check_engine_name
+from policies.sync import WeightSyncError
+
+GOLD = {"name": "gold", "type": "gold"}
+
+
+class _RewardActor:
+    def __init__(self, cfg, zoo_dir, threads):
+        import torch
+
+        from rewards import make_source
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.source = make_source(cfg, zoo_dir)
+
+    def score(self, prompts, responses):
+        return self.source.score(prompts, responses)
+
+
+def _get(ref, what: str, timeout: float):
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise RuntimeError(f"{what} gave no answer within {timeout:g}s (engine.rpc_timeout_s)") from None
+    except ray.exceptions.RayTaskError as e:
+        raise e.as_instanceof_cause() from None
+
+
+def _mean(xs) -> float:
+    return float(sum(xs) / len(xs)) if len(xs) else 0.0
+
+
+def run(cfg: DictConfig, run_dir: str) -> dict:
+    from policies import zoo
+    from policies.actor import start_engine
+    from policies.models import resolve_policy
+    from rewards import check_source
+    from rl.algos import get_algo
+    from rl.cluster import init_ray
+    from rl.learner import Learner
+    from rl.logger import MetricLogger
+    from rl.tasks.arith import sample_items
+
+    t_start = time.time()
+    algo = get_algo(cfg.algo.name)  # unknown names fail here, before anything starts
+    check_engine_name(cfg.engine.name)
+    zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir)
+    check_source(cfg.reward, zoo_dir)
+    policy_path = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
+    init_ray(cfg.cluster)
+    timeout, threads = cfg.engine.rpc_timeout_s, cfg.cluster.threads_per_actor
+    engine = start_engine(cfg.engine, policy_path)
+    reward_actor = ray.remote(num_cpus=cfg.cluster.reward_cpus)(_RewardActor)
+    proxy = reward_actor.remote(cfg.reward, zoo_dir, threads)
+    gold = reward_actor.remote(OmegaConf.create(GOLD), zoo_dir, threads)
+    eval_prompts = [it.prompt for it in sample_items("eval", cfg.eval.prompts, cfg.seed, cfg.world.open_frac)]
+    log = MetricLogger(run_dir)
+
+    def score(prompts, texts):
+        p, g = proxy.score.remote(prompts, texts), gold.score.remote(prompts, texts)
+        return _get(p, f"reward '{cfg.reward.name}'", timeout), _get(g, "gold", timeout)
+
+    try:
+        if cfg.algo.name == "bon":
+            summary = _run_bon(cfg, algo, engine, score, eval_prompts, log, run_dir)
+        else:
+            learner = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner).remote(policy_path, cfg.algo, threads, cfg.seed)
+            summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout)
+    finally:
+        log.close()
+        engine.close()
+    summary.update({"algo": cfg.algo.name, "reward": cfg.reward.name, "engine": cfg.engine.name,
+                    "policy": policy_path, "wall_s": round(time.time() - t_start, 1)})
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def _run_bon(cfg, algo, engine, score, prompts, log, run_dir) -> dict:
+    N = cfg.algo.n_max
+    t = time.time()
+    rs = engine.generate(prompts, Sampling(n=N, temperature=cfg.algo.temperature, top_p=cfg.algo.top_p,
+                                           max_tokens=cfg.algo.max_tokens, seed=cfg.seed))
+    gen_s = time.time() - t
+    proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
+    per = lambda xs: [xs[i * N : (i + 1) * N] for i in range(len(prompts))]  # noqa: E731
+    rows = algo.curves(per(proxy), per(gold), N)
+    for row in rows:
+        log.log(row["n"], {k: v for k, v in row.items() if k != "n"} | {"perf/gen_s": gen_s})
+    with open(os.path.join(run_dir, "bon_curve.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    for row in rows:
+        print(f"best-of-{row['n']:<3} gold {row['reward/gold']:.3f}  proxy {row['reward/proxy']:.3f}  KL {row['kl/bon']:.3f}")
+    return {"proxy_initial": rows[0]["reward/proxy"], "proxy_final": rows[-1]["reward/proxy"],
+            "gold_initial": rows[0]["reward/gold"], "gold_final": rows[-1]["reward/gold"],
+            "kl_final": rows[-1]["kl/bon"], "n_max": N, "prompts": len(prompts)}
+
+
+def _evaluate(cfg, engine, learner, score, prompts, timeout) -> dict:
+    rs = engine.generate(prompts, Sampling(n=1, temperature=cfg.eval.temperature, max_tokens=cfg.algo.max_tokens,
+                                           seed=cfg.seed + 1_000_003))  # same draws at every evaluation
+    proxy, gold = score(prompts, [r.text for r in rs])
+    kl = _get(learner.kl_to_ref.remote(rs), "learner", timeout)
+    return {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
+            "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
+
+
+def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout) -> dict:
+    from rl.tasks.arith import sample_items
+
+    a = cfg.algo
+    items = sample_items("train", a.steps * a.prompts_per_step, cfg.seed, cfg.world.open_frac, distinct=False)
+    sampling = dict(n=a.samples_per_prompt, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens)
+    first = _evaluate(cfg, engine, learner, score, eval_prompts, timeout)
+    log.log(0, first)
+    last = first
+    bar = tqdm(range(a.steps), desc=f"{a.name} {cfg.reward.name}", unit="step")
+    for step in bar:
+        t0 = time.time()
+        prompts = [it.prompt for it in items[step * a.prompts_per_step : (step + 1) * a.prompts_per_step]]
+        rs = engine.generate(prompts, Sampling(**sampling, seed=cfg.seed * 100_003 + step))
+        t1 = time.time()
+        proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
+        t2 = time.time()
+        m = _get(learner.update.remote(rs, proxy), "learner", timeout)
+        if not m["sync/logprob_diff"] <= cfg.engine.sync_tolerance:
+            raise WeightSyncError(f"step {step}: engine and learner disagree on the sampled tokens: mean |Δ log p| = "
+                                  f"{m['sync/logprob_diff']:.3g} > engine.sync_tolerance = {cfg.engine.sync_tolerance:g}")
+        t3 = time.time()
+        sync_s = engine.load_weights(_get(learner.state_dict.remote(), "learner", timeout))
+        t4 = time.time()
+        tokens = sum(len(r.completion_ids) for r in rs)
+        m.update({"reward/proxy": _mean(proxy), "reward/gold": _mean(gold),
+                  "response/length": tokens / len(rs), "response/truncated": _mean([r.finish_reason == "length" for r in rs]),
+                  "perf/gen_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/learn_s": t3 - t2, "perf/sync_s": t4 - t3,
+                  "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0, "perf/tokens_per_s": tokens / max(t1 - t0, 1e-9)})
+        if (step + 1) % cfg.eval.every == 0 or step + 1 == a.steps:
+            last = _evaluate(cfg, engine, learner, score, eval_prompts, timeout)
+            m.update(last)
+        log.log(step + 1, m)
+        bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}", kl=f"{m['kl/k1']:.2f}")
+    return {"proxy_initial": first["eval/reward_proxy"], "proxy_final": last["eval/reward_proxy"],
+            "gold_initial": first["eval/reward_gold"], "gold_final": last["eval/reward_gold"],
+            "kl_final": last["eval/kl"], "steps": a.steps}
