@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: venv
-	$(PY) -m rl.run
+	$(PY) -m rl.run reward=cdr algo=grpo
 
 test: venv
 	$(PY) -m pytest -q

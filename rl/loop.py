@@ -79,15 +79,19 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         p, g = proxy.score.remote(prompts, texts), gold.score.remote(prompts, texts)
         return _get(p, f"reward '{cfg.reward.name}'", timeout), _get(g, "gold", timeout)
 
+    actors = [proxy, gold]
     try:
         if cfg.algo.name == "bon":
             summary = _run_bon(cfg, algo, engine, score, eval_prompts, log, run_dir)
         else:
             learner = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner).remote(policy_path, cfg.algo, threads, cfg.seed)
+            actors.append(learner)
             summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout)
     finally:
         log.close()
         engine.close()
+        for actor in actors:
+            ray.kill(actor)
     summary.update({"algo": cfg.algo.name, "reward": cfg.reward.name, "engine": cfg.engine.name,
                     "policy": policy_path, "wall_s": round(time.time() - t_start, 1)})
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
