@@ -22,8 +22,15 @@ class _EngineActor:
     def load_weights(self, state_dict):
         return self.engine.load_weights(state_dict)
 
-    def set(self, attr, value):  # flips engine options such as refresh_tied_head in tests
-        setattr(self.engine, attr, value)
+
+def call(ref, what: str, timeout: float):
+    """ray.get that cannot hang (`timeout` seconds) and re-raises an actor's error as itself."""
+    try:
+        return ray.get(ref, timeout=timeout)
+    except GetTimeoutError:
+        raise EngineError(f"{what} gave no answer within {timeout:g}s (engine.rpc_timeout_s)") from None
+    except ray.exceptions.RayTaskError as e:
+        raise e.as_instanceof_cause() from None
 
 
 class EngineClient:
@@ -39,14 +46,7 @@ class EngineClient:
         self._get(self.actor.ready.remote(), "start", start_timeout_s)
 
     def _get(self, ref, what: str, timeout: float | None = None):
-        timeout = self.rpc_timeout_s if timeout is None else timeout
-        try:
-            return ray.get(ref, timeout=timeout)
-        except GetTimeoutError:
-            raise EngineError(f"{self.name} engine actor: '{what}' gave no answer within {timeout:g}s "
-                              f"(engine.rpc_timeout_s)") from None
-        except ray.exceptions.RayTaskError as e:
-            raise e.as_instanceof_cause() from None
+        return call(ref, f"{self.name} engine actor: '{what}'", self.rpc_timeout_s if timeout is None else timeout)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Rollout]:
         return self._get(self.actor.generate.remote(list(prompts), sampling), "generate")
@@ -54,9 +54,6 @@ class EngineClient:
     def load_weights(self, state_dict: dict) -> float:
         return self._get(self.actor.load_weights.remote({k: v.detach().cpu() for k, v in state_dict.items()}),
                          "load_weights")
-
-    def set(self, attr: str, value) -> None:
-        self._get(self.actor.set.remote(attr, value), "set")
 
     def close(self) -> None:
         ray.kill(self.actor)

@@ -16,6 +16,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from policies.actor import call
 from policies.engine import Sampling, check_engine_name
 from policies.sync import WeightSyncError
 
@@ -34,15 +35,6 @@ class _RewardActor:
 
     def score(self, prompts, responses):
         return self.source.score(prompts, responses)
-
-
-def _get(ref, what: str, timeout: float):
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.GetTimeoutError:
-        raise RuntimeError(f"{what} gave no answer within {timeout:g}s (engine.rpc_timeout_s)") from None
-    except ray.exceptions.RayTaskError as e:
-        raise e.as_instanceof_cause() from None
 
 
 def _mean(xs) -> float:
@@ -77,7 +69,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
     def score(prompts, texts):
         p, g = proxy.score.remote(prompts, texts), gold.score.remote(prompts, texts)
-        return _get(p, f"reward '{cfg.reward.name}'", timeout), _get(g, "gold", timeout)
+        return call(p, f"reward '{cfg.reward.name}'", timeout), call(g, "gold", timeout)
 
     actors = [proxy, gold]
     try:
@@ -123,7 +115,7 @@ def _evaluate(cfg, engine, learner, score, prompts, timeout) -> dict:
     rs = engine.generate(prompts, Sampling(n=1, temperature=cfg.eval.temperature, max_tokens=cfg.algo.max_tokens,
                                            seed=cfg.seed + 1_000_003))  # same draws at every evaluation
     proxy, gold = score(prompts, [r.text for r in rs])
-    kl = _get(learner.kl_to_ref.remote(rs), "learner", timeout)
+    kl = call(learner.kl_to_ref.remote(rs), "learner", timeout)
     return {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
             "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
 
@@ -145,12 +137,12 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout) -> dict:
         t1 = time.time()
         proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
         t2 = time.time()
-        m = _get(learner.update.remote(rs, proxy), "learner", timeout)
+        m = call(learner.update.remote(rs, proxy), "learner", timeout)
         if not m["sync/logprob_diff"] <= cfg.engine.sync_tolerance:
             raise WeightSyncError(f"step {step}: engine and learner disagree on the sampled tokens: mean |Δ log p| = "
                                   f"{m['sync/logprob_diff']:.3g} > engine.sync_tolerance = {cfg.engine.sync_tolerance:g}")
         t3 = time.time()
-        sync_s = engine.load_weights(_get(learner.state_dict.remote(), "learner", timeout))
+        sync_s = engine.load_weights(call(learner.state_dict.remote(), "learner", timeout))
         t4 = time.time()
         tokens = sum(len(r.completion_ids) for r in rs)
         m.update({"reward/proxy": _mean(proxy), "reward/gold": _mean(gold),

@@ -1,5 +1,4 @@
 """The arith world: gold on hand-written cases, disjoint splits, data that carries the designed bias."""
-import json
 import random
 from collections import Counter
 

@@ -1,5 +1,4 @@
 """Every shipped YAML composes, and the CLI turns bad input into one clear line."""
-import os
 import subprocess
 import sys
 from pathlib import Path

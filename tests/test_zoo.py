@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from policies import zoo
 from policies.engine import Sampling, make_engine
