@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -35,5 +36,16 @@ class Learner:
         pol, ref = completion_logprobs(self.policy, rollouts), completion_logprobs(self.ref, rollouts)
         return [(p - r).sum().item() for p, r in zip(pol, ref)]
 
-    def save(self, path: str) -> None:
-        self.policy.save_pretrained(path, safe_serialization=True)
+    def save_checkpoint(self, path: str) -> None:
+        """Policy in HF format (safetensors) + optimizer and RNG state."""
+        self.policy.save_pretrained(os.path.join(path, "policy"), safe_serialization=True)
+        torch.save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()},
+                   os.path.join(path, "learner.pt"))
+
+    def load_checkpoint(self, path: str) -> None:
+        loaded = AutoModelForCausalLM.from_pretrained(os.path.join(path, "policy"), dtype=torch.float32,
+                                                      use_safetensors=True)
+        self.policy.load_state_dict(loaded.state_dict())
+        state = torch.load(os.path.join(path, "learner.pt"), weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])

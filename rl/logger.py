@@ -8,9 +8,20 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 class MetricLogger:
-    def __init__(self, run_dir: str):
-        self.writer = SummaryWriter(os.path.join(run_dir, "tb"))
-        self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+    def __init__(self, run_dir: str, purge_from: int | None = None):
+        # purge_step: a resumed run hides the events it is about to write again.
+        self.writer = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=purge_from)
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.jsonl = open(self.path, "a")
+
+    def truncate(self, step: int) -> None:
+        """Drop metrics.jsonl records after `step` (a resumed run repeats them)."""
+        self.jsonl.close()
+        with open(self.path) as f:
+            keep = [line for line in f if json.loads(line)["step"] <= step]
+        with open(self.path, "w") as f:
+            f.writelines(keep)
+        self.jsonl = open(self.path, "a")
 
     def log(self, step: int, metrics: dict) -> None:
         for k, v in metrics.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import ray
@@ -65,7 +66,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     proxy = reward_actor.remote(cfg.reward, zoo_dir, threads)
     gold = reward_actor.remote(OmegaConf.create(GOLD), zoo_dir, threads)
     eval_prompts = [it.prompt for it in sample_items("eval", cfg.eval.prompts, cfg.seed, cfg.world.open_frac)]
-    log = MetricLogger(run_dir)
+    log = MetricLogger(run_dir, purge_from=_resume_step(cfg, run_dir))
 
     def score(prompts, texts):
         p, g = proxy.score.remote(prompts, texts), gold.score.remote(prompts, texts)
@@ -78,7 +79,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         else:
             learner = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner).remote(policy_path, cfg.algo, threads, cfg.seed)
             actors.append(learner)
-            summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout)
+            summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir)
     finally:
         log.close()
         engine.close()
@@ -120,19 +121,56 @@ def _evaluate(cfg, engine, learner, score, prompts, timeout) -> dict:
             "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
 
 
-def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout) -> dict:
+def _resume_step(cfg, run_dir: str) -> int | None:
+    if not cfg.resume or not _checkpoints(run_dir):
+        return None
+    with open(os.path.join(_checkpoints(run_dir)[-1], "driver.json")) as f:
+        return json.load(f)["step"] + 1
+
+
+def _checkpoints(run_dir: str) -> list[str]:
+    root = os.path.join(run_dir, "checkpoints")
+    return sorted(os.path.join(root, d) for d in os.listdir(root) if d.startswith("step_")) if os.path.isdir(root) else []
+
+
+def _save_checkpoint(run_dir, step, learner, state, keep, timeout) -> None:
+    """policy (HF) + optimizer + RNG (learner) and step, data position, first eval (driver), written
+    aside and renamed: an interrupted save leaves no half-written checkpoint."""
+    final = os.path.join(run_dir, "checkpoints", f"step_{step:06d}")
+    tmp = final + ".tmp"
+    call(learner.save_checkpoint.remote(tmp), "learner", timeout)
+    with open(os.path.join(tmp, "driver.json"), "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, final)
+    for old in _checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old)
+
+
+def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir) -> dict:
     from rl.tasks.arith import sample_items
 
     a = cfg.algo
-    items = sample_items("train", a.steps * a.prompts_per_step, cfg.seed, cfg.world.open_frac, distinct=False)
     sampling = dict(n=a.samples_per_prompt, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens)
-    first = _evaluate(cfg, engine, learner, score, eval_prompts, timeout)
-    log.log(0, first)
+    start = 0
+    if cfg.resume and _checkpoints(run_dir):
+        ckpt = _checkpoints(run_dir)[-1]
+        call(learner.load_checkpoint.remote(ckpt), "learner", timeout)
+        with open(os.path.join(ckpt, "driver.json")) as f:
+            state = json.load(f)
+        start, first = state["step"], state["first_eval"]
+        engine.load_weights(call(learner.state_dict.remote(), "learner", timeout))
+        log.truncate(start)
+        print(f"resumed from {ckpt} at step {start}")
+    else:
+        first = _evaluate(cfg, engine, learner, score, eval_prompts, timeout)
+        log.log(0, first)
     last = first
-    bar = tqdm(range(a.steps), desc=f"{a.name} {cfg.reward.name}", unit="step")
+    bar = tqdm(range(start, a.steps), desc=f"{a.name} {cfg.reward.name}", unit="step", initial=start, total=a.steps)
     for step in bar:
         t0 = time.time()
-        prompts = [it.prompt for it in items[step * a.prompts_per_step : (step + 1) * a.prompts_per_step]]
+        # Each step's prompts depend on (seed, step) alone: a resumed run sees the same data.
+        items = sample_items("train", a.prompts_per_step, cfg.seed * 1_000_003 + step, cfg.world.open_frac, distinct=False)
+        prompts = [it.prompt for it in items]
         rs = engine.generate(prompts, Sampling(**sampling, seed=cfg.seed * 100_003 + step))
         t1 = time.time()
         proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
@@ -154,6 +192,12 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout) -> dict:
             m.update(last)
         log.log(step + 1, m)
         bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}", kl=f"{m['kl/k1']:.2f}")
+        if cfg.checkpoint.every and ((step + 1) % cfg.checkpoint.every == 0 or step + 1 == a.steps):
+            _save_checkpoint(run_dir, step + 1, learner, {"step": step + 1, "first_eval": first,
+                                                          "data_position": (step + 1) * a.prompts_per_step},
+                             cfg.checkpoint.keep, timeout)
+        if cfg.stop_after is not None and step + 1 >= cfg.stop_after:  # simulates an interrupted run
+            break
     return {"proxy_initial": first["eval/reward_proxy"], "proxy_final": last["eval/reward_proxy"],
             "gold_initial": first["eval/reward_gold"], "gold_final": last["eval/reward_gold"],
-            "kl_final": last["eval/kl"], "steps": a.steps}
+            "kl_final": last["eval/kl"], "steps": step + 1 if a.steps > start else start}

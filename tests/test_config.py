@@ -56,7 +56,7 @@ def test_bad_cli_input_gives_one_clear_error(args, message):
 
 def test_engine_demo_runs_end_to_end():
     """The main job (engine demo) on the reduced world's base policy, built on first need by the run."""
-    out = run_cli("world=arith_small", "demo.sync_rounds=2")
+    out = run_cli("job=engine_demo", "world=arith_small", "demo.sync_rounds=2")
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("sync ") == 2
     summary = OmegaConf.load("/tmp/rlhf-testbed-test-run/summary.json")
