@@ -35,7 +35,10 @@ class _RewardActor:
         self.source = make_source(cfg, zoo_dir)
 
     def score(self, prompts, responses):
-        return self.source.score(prompts, responses)
+        """Scores, plus counters a source keeps (the judge's verdict parse failures, cumulative)."""
+        scores = self.source.score(prompts, responses)
+        failures = getattr(self.source, "parse_failures", None)
+        return scores, {} if failures is None else {"reward/parse_failures": float(failures)}
 
 
 def _mean(xs) -> float:
@@ -68,9 +71,13 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     eval_prompts = [it.prompt for it in sample_items("eval", cfg.eval.prompts, cfg.seed, cfg.world.open_frac)]
     log = MetricLogger(run_dir, purge_from=_resume_step(cfg, run_dir))
 
+    counters = {}
+
     def score(prompts, texts):
         p, g = proxy.score.remote(prompts, texts), gold.score.remote(prompts, texts)
-        return call(p, f"reward '{cfg.reward.name}'", timeout), call(g, "gold", timeout)
+        (proxy_scores, extra), (gold_scores, _) = call(p, f"reward '{cfg.reward.name}'", timeout), call(g, "gold", timeout)
+        counters.update(extra)
+        return proxy_scores, gold_scores
 
     actors = [proxy, gold]
     try:
@@ -79,7 +86,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         else:
             learner = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner).remote(policy_path, cfg.algo, threads, cfg.seed)
             actors.append(learner)
-            summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir)
+            summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters)
     finally:
         log.close()
         engine.close()
@@ -146,7 +153,7 @@ def _save_checkpoint(run_dir, step, learner, state, keep, timeout) -> None:
         shutil.rmtree(old)
 
 
-def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir) -> dict:
+def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters) -> dict:
     from rl.tasks.arith import sample_items
 
     a = cfg.algo
@@ -186,7 +193,8 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir) ->
         m.update({"reward/proxy": _mean(proxy), "reward/gold": _mean(gold),
                   "response/length": tokens / len(rs), "response/truncated": _mean([r.finish_reason == "length" for r in rs]),
                   "perf/gen_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/learn_s": t3 - t2, "perf/sync_s": t4 - t3,
-                  "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0, "perf/tokens_per_s": tokens / max(t1 - t0, 1e-9)})
+                  "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0, "perf/tokens_per_s": tokens / max(t1 - t0, 1e-9),
+                  **counters})
         if (step + 1) % cfg.eval.every == 0 or step + 1 == a.steps:
             last = _evaluate(cfg, engine, learner, score, eval_prompts, timeout)
             m.update(last)

@@ -46,6 +46,7 @@ def test_grpo_runs_with_every_reward_source(reward, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [0, 1, 2]
     assert json.loads((tmp_path / "summary.json").read_text())["reward"] == reward
+    assert ("reward/parse_failures" in tb) == (reward == "judge")  # the judge counts unparsable verdicts
 
 
 @pytest.mark.parametrize("reward", SOURCES)
