@@ -18,14 +18,19 @@ class SyncReport:
     logprob_diff_max: float
 
 
-def verify(model, rollouts, tolerance: float) -> tuple[float, float]:
-    """Raise WeightSyncError when the mean |engine - model| log-prob gap exceeds `tolerance`."""
-    diff = check_logprobs(model, rollouts)
-    if not diff["mean"] <= tolerance:  # written so that NaN fails too
+def check_gap(mean: float, max_: float, tokens: int, tolerance: float, where: str = "after weight sync") -> None:
+    """Raise WeightSyncError when the mean |engine - trainer| log-prob gap exceeds `tolerance`."""
+    if not mean <= tolerance:  # written so that NaN fails too
         raise WeightSyncError(
-            f"engine and policy disagree after weight sync: mean |Δ log p| = {diff['mean']:.3g}, "
-            f"max = {diff['max']:.3g} over {diff['tokens']} tokens, tolerance (engine.sync_tolerance) = "
-            f"{tolerance:g}. Stale or skipped weights on the engine side are the usual cause.")
+            f"engine and policy disagree {where}: mean |Δ log p| = {mean:.3g}, max = {max_:.3g} over {tokens} "
+            f"tokens, tolerance (engine.sync_tolerance) = {tolerance:g}. Stale or skipped weights on the engine "
+            f"side are the usual cause.")
+
+
+def verify(model, rollouts, tolerance: float) -> tuple[float, float]:
+    """Recompute the rollouts' log-probs with `model` and check the gap (`check_gap`)."""
+    diff = check_logprobs(model, rollouts)
+    check_gap(diff["mean"], diff["max"], diff["tokens"], tolerance)
     return diff["mean"], diff["max"]
 
 

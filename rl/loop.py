@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from policies.actor import call
 from policies.engine import Sampling, check_engine_name
-from policies.sync import WeightSyncError
+from policies.sync import check_gap
 
 GOLD = {"name": "gold", "type": "gold"}
 
@@ -69,7 +69,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     proxy = reward_actor.remote(cfg.reward, zoo_dir, threads)
     gold = reward_actor.remote(OmegaConf.create(GOLD), zoo_dir, threads)
     eval_prompts = [it.prompt for it in sample_items("eval", cfg.eval.prompts, cfg.seed, cfg.world.open_frac)]
-    log = MetricLogger(run_dir, purge_from=_resume_step(cfg, run_dir))
+    resume = _resume_from(cfg, run_dir)
+    log = MetricLogger(run_dir, purge_from=resume[1]["step"] + 1 if resume else None)
 
     counters = {}
 
@@ -86,7 +87,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         else:
             learner = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner).remote(policy_path, cfg.algo, threads, cfg.seed)
             actors.append(learner)
-            summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters)
+            summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters, resume)
     finally:
         log.close()
         engine.close()
@@ -128,11 +129,13 @@ def _evaluate(cfg, engine, learner, score, prompts, timeout) -> dict:
             "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
 
 
-def _resume_step(cfg, run_dir: str) -> int | None:
+def _resume_from(cfg, run_dir: str) -> tuple[str, dict] | None:
+    """The newest checkpoint and its driver state when `resume=true` and there is one."""
     if not cfg.resume or not _checkpoints(run_dir):
         return None
-    with open(os.path.join(_checkpoints(run_dir)[-1], "driver.json")) as f:
-        return json.load(f)["step"] + 1
+    ckpt = _checkpoints(run_dir)[-1]
+    with open(os.path.join(ckpt, "driver.json")) as f:
+        return ckpt, json.load(f)
 
 
 def _checkpoints(run_dir: str) -> list[str]:
@@ -153,17 +156,15 @@ def _save_checkpoint(run_dir, step, learner, state, keep, timeout) -> None:
         shutil.rmtree(old)
 
 
-def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters) -> dict:
+def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters, resume) -> dict:
     from rl.tasks.arith import sample_items
 
     a = cfg.algo
     sampling = dict(n=a.samples_per_prompt, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens)
     start = 0
-    if cfg.resume and _checkpoints(run_dir):
-        ckpt = _checkpoints(run_dir)[-1]
+    if resume:
+        ckpt, state = resume
         call(learner.load_checkpoint.remote(ckpt), "learner", timeout)
-        with open(os.path.join(ckpt, "driver.json")) as f:
-            state = json.load(f)
         start, first = state["step"], state["first_eval"]
         engine.load_weights(call(learner.state_dict.remote(), "learner", timeout))
         log.truncate(start)
@@ -183,9 +184,8 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, co
         proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
         t2 = time.time()
         m = call(learner.update.remote(rs, proxy), "learner", timeout)
-        if not m["sync/logprob_diff"] <= cfg.engine.sync_tolerance:
-            raise WeightSyncError(f"step {step}: engine and learner disagree on the sampled tokens: mean |Δ log p| = "
-                                  f"{m['sync/logprob_diff']:.3g} > engine.sync_tolerance = {cfg.engine.sync_tolerance:g}")
+        check_gap(m["sync/logprob_diff"], m["sync/logprob_diff_max"], m.pop("sync/tokens"), cfg.engine.sync_tolerance,
+                  f"on step {step}'s sampled tokens")
         t3 = time.time()
         sync_s = engine.load_weights(call(learner.state_dict.remote(), "learner", timeout))
         t4 = time.time()

@@ -69,4 +69,5 @@ def update(policy, ref, optimizer, rollouts, rewards: list[float], cfg) -> dict:
             "policy/grad_norm": mean(stats["grad_norm"]), "policy/entropy": L.masked_mean(entropy, mask).item(),
             "policy/advantage_abs": adv.abs().mean().item(), "grpo/zero_var_groups": zero_var.float().mean().item(),
             "kl/k1": k1.mean().item(), "kl/k3": k3.mean().item(),
-            "sync/logprob_diff": diff.mean().item(), "sync/logprob_diff_max": diff.max().item()}
+            "sync/logprob_diff": diff.mean().item(), "sync/logprob_diff_max": diff.max().item(),
+            "sync/tokens": diff.numel()}
