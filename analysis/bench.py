@@ -1,8 +1,13 @@
-"""Rerunnable benchmarks. `python -m analysis.bench engines [--repeats 3]`
+"""Rerunnable benchmarks. `python -m analysis.bench engines|algos [--repeats 3]`
 
 engines: tokens/s of the vLLM and HF engines on one sampling workload (16 prompts x 4 samples x
 128 tokens, temperature 1) for two model sizes, alternating the engines run by run and quoting
 medians (this machine's speed drifts ~2x over minutes), plus the weight-sync time.
+
+algos: gold gain per minute of each RL algorithm's default config on the default world with
+reward=gold (`python -m rl.run algo=X reward=gold`, each run a fresh process), the algorithms
+alternating order repeat by repeat; gain = final - initial eval gold (deterministic), minutes =
+the median wall time of the whole run (Ray and engine start, evaluations included).
 """
 from __future__ import annotations
 
@@ -60,9 +65,36 @@ def bench_engines(repeats: int, prompts: int, samples: int, max_tokens: int, dty
     return results
 
 
+ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
+
+
+def bench_algos(repeats: int, algos: list[str], out_dir: str, overrides: list[str]) -> dict:
+    import subprocess
+    import sys
+
+    runs = {a: [] for a in algos}
+    for rep in range(repeats):
+        for algo in algos if rep % 2 == 0 else algos[::-1]:
+            run_dir = os.path.join(out_dir, f"{algo}_{rep}")
+            cmd = [sys.executable, "-m", "rl.run", f"algo={algo}", "reward=gold", "checkpoint.every=0",
+                   f"hydra.run.dir={run_dir}", *overrides]
+            print(f"[{rep + 1}/{repeats}] {' '.join(cmd[2:])}", flush=True)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            with open(os.path.join(run_dir, "summary.json")) as f:
+                runs[algo].append(json.load(f))
+    res = {}
+    for algo, rs in runs.items():
+        wall = statistics.median(r["wall_s"] for r in rs)
+        gain = statistics.median(r["gold_final"] - r["gold_initial"] for r in rs)
+        res[algo] = {"gold_initial": rs[0]["gold_initial"], "gold_final": rs[0]["gold_final"], "gold_gain": gain,
+                     "kl_final": rs[0]["kl_final"], "wall_s": wall, "wall_s_runs": [r["wall_s"] for r in rs],
+                     "gold_gain_per_min": gain / (wall / 60)}
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis.bench")
-    ap.add_argument("what", choices=["engines"])
+    ap.add_argument("what", choices=["engines", "algos"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
@@ -70,7 +102,21 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--cache-dir", default=os.environ.get("RLHF_TESTBED_CACHE", os.path.expanduser("~/.cache/rlhf-testbed")))
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--algos", default=",".join(ALGOS), help="algos: comma-separated algorithm names")
+    ap.add_argument("--out-dir", default="outputs/bench_algos", help="algos: where the runs go")
+    ap.add_argument("overrides", nargs="*", help="algos: extra rl.run overrides for every run")
     a = ap.parse_args(argv)
+    if a.what == "algos":
+        res = bench_algos(a.repeats, a.algos.split(","), a.out_dir, a.overrides)
+        print(f"reward=gold, default world, each algorithm's default config; median of {a.repeats} alternating runs")
+        print(f"{'algo':<14}{'gold 0':>8}{'gold T':>8}{'gain':>8}{'KL':>7}{'wall s':>8}{'gain/min':>10}")
+        for algo, r in res.items():
+            print(f"{algo:<14}{r['gold_initial']:>8.3f}{r['gold_final']:>8.3f}{r['gold_gain']:>8.3f}"
+                  f"{r['kl_final']:>7.2f}{r['wall_s']:>8.1f}{r['gold_gain_per_min']:>10.3f}")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=2)
+        return
     res = bench_engines(a.repeats, a.prompts, a.samples, a.max_tokens, a.dtype, a.cache_dir)
     print(f"workload: {a.prompts} prompts x {a.samples} samples x {a.max_tokens} tokens, T=1, {a.dtype}, "
           f"median of {a.repeats} alternating runs")

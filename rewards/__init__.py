@@ -6,7 +6,7 @@ from pathlib import Path
 TYPES = ("rm", "lora_judge", "cdr", "rule", "gold", "combination")
 
 
-def _artifact(cfg, key: str, zoo_dir: Path | None, field: str = "path") -> str:
+def artifact_path(cfg, key: str, zoo_dir: Path | None, field: str = "path") -> str:
     """A model path: `cfg.<field>` if given, else the world zoo's artifact `cfg.<key>`."""
     if cfg.get(field):
         path = Path(cfg[field])
@@ -28,7 +28,7 @@ def check_source(cfg, zoo_dir: Path | None = None) -> None:
     fields = {"rm": [("artifact", "path")], "lora_judge": [("base_artifact", "base_path"), ("adapter_artifact", "adapter_path")],
               "cdr": [("strong_artifact", "strong_path"), ("weak_artifact", "weak_path")]}.get(kind, [])
     for key, field in fields:
-        _artifact(cfg, key, zoo_dir, field)
+        artifact_path(cfg, key, zoo_dir, field)
     for part in cfg.get("parts", []) if kind == "combination" else []:
         check_source(part, zoo_dir)
 
@@ -39,16 +39,16 @@ def make_source(cfg, zoo_dir: Path | None = None):
     kind = cfg.get("type")
     if kind == "rm":
         from rewards.rm import RewardModel
-        return RewardModel(_artifact(cfg, "artifact", zoo_dir), cfg.name, cfg.get("batch_size", 64),
+        return RewardModel(artifact_path(cfg, "artifact", zoo_dir), cfg.name, cfg.get("batch_size", 64),
                            cfg.get("template", "plain"))
     if kind == "lora_judge":
         from rewards.judge import LoRAJudge
-        return LoRAJudge(_artifact(cfg, "base_artifact", zoo_dir, "base_path"),
-                         _artifact(cfg, "adapter_artifact", zoo_dir, "adapter_path"), cfg.name, cfg.get("batch_size", 64))
+        return LoRAJudge(artifact_path(cfg, "base_artifact", zoo_dir, "base_path"),
+                         artifact_path(cfg, "adapter_artifact", zoo_dir, "adapter_path"), cfg.name, cfg.get("batch_size", 64))
     if kind == "cdr":
         from rewards.cdr import CDR
-        return CDR(_artifact(cfg, "strong_artifact", zoo_dir, "strong_path"),
-                   _artifact(cfg, "weak_artifact", zoo_dir, "weak_path"), cfg.name, cfg.get("length_norm", "sum"),
+        return CDR(artifact_path(cfg, "strong_artifact", zoo_dir, "strong_path"),
+                   artifact_path(cfg, "weak_artifact", zoo_dir, "weak_path"), cfg.name, cfg.get("length_norm", "sum"),
                    cfg.get("template", "{prompt}"), cfg.get("batch_size", 64))
     if kind == "rule":
         from rewards.rule import ArithVerifier

@@ -1,18 +1,21 @@
-"""The learner actor: the trained policy, its optimizer and the frozen reference."""
+"""The learner actor: the trained policy, its optimizer, the frozen reference, the KL coefficient
+(and its controller state) and, for PPO, the critic with its own optimizer."""
 from __future__ import annotations
 
 import copy
 import os
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from policies.logprobs import completion_logprobs
+from rl import losses as L
 from rl.algos import get_algo
 
 
 class Learner:
-    def __init__(self, path: str, cfg, threads: int | None = None, seed: int = 0):
+    def __init__(self, path: str, cfg, threads: int | None = None, seed: int = 0, critic_path: str | None = None):
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
@@ -20,12 +23,23 @@ class Learner:
         self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
         self.policy.train()
         self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
-                                           weight_decay=cfg.get("weight_decay", 0.0))
+        self.optimizer = _adamw(self.policy, cfg.lr, cfg.get("weight_decay", 0.0))
         self.algo = get_algo(cfg.name)
+        self.kl_coef = float(cfg.kl.coef)
+        self.critic = self.critic_optimizer = None
+        if critic_path is not None:
+            from rl.algos.ppo import Critic
+
+            self.critic = Critic(critic_path).train()
+            self.critic_optimizer = _adamw(self.critic, cfg.critic.lr, cfg.get("weight_decay", 0.0))
 
     def update(self, rollouts, rewards: list[float]) -> dict:
-        return self.algo.update(self.policy, self.ref, self.optimizer, rollouts, rewards, self.cfg)
+        m = self.algo.update(self, rollouts, rewards)
+        m["kl/coef"] = self.kl_coef  # the beta this step used
+        if self.cfg.kl.controller == "adaptive":  # measured KL: summed k1 per sequence, batch mean
+            self.kl_coef = L.adaptive_kl_coef(self.kl_coef, m["kl/k1"], self.cfg.kl.target, self.cfg.kl.horizon,
+                                              len(rollouts))
+        return m
 
     def state_dict(self) -> dict:
         return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
@@ -37,10 +51,13 @@ class Learner:
         return [(p - r).sum().item() for p, r in zip(pol, ref)]
 
     def save_checkpoint(self, path: str) -> None:
-        """Policy in HF format (safetensors) + optimizer and RNG state."""
+        """Policy in HF format (safetensors), critic weights, optimizer(s), RNG and the KL coefficient."""
         self.policy.save_pretrained(os.path.join(path, "policy"), safe_serialization=True)
-        torch.save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()},
-                   os.path.join(path, "learner.pt"))
+        state = {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(), "kl_coef": self.kl_coef}
+        if self.critic is not None:
+            save_file(self.critic.state_dict(), os.path.join(path, "critic.safetensors"))
+            state["critic_optimizer"] = self.critic_optimizer.state_dict()
+        torch.save(state, os.path.join(path, "learner.pt"))
 
     def load_checkpoint(self, path: str) -> None:
         loaded = AutoModelForCausalLM.from_pretrained(os.path.join(path, "policy"), dtype=torch.float32,
@@ -49,3 +66,11 @@ class Learner:
         state = torch.load(os.path.join(path, "learner.pt"), weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        self.kl_coef = state["kl_coef"]
+        if self.critic is not None:
+            self.critic.load_state_dict(load_file(os.path.join(path, "critic.safetensors")))
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+
+
+def _adamw(model, lr: float, weight_decay: float):
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)

@@ -62,6 +62,15 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir)
     check_source(cfg.reward, zoo_dir)
     policy_path = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
+    critic_path = None
+    if cfg.algo.name != "bon":
+        from rl.algos.common import check_kl
+
+        check_kl(cfg.algo.kl)
+        if "critic" in cfg.algo:
+            from rl.algos.ppo import critic_path as resolve_critic
+
+            critic_path = resolve_critic(cfg, policy_path, zoo_dir)
     init_ray(cfg.cluster)
     timeout, threads = cfg.engine.rpc_timeout_s, cfg.cluster.threads_per_actor
     engine = start_engine(cfg.engine, policy_path)
@@ -85,7 +94,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         if cfg.algo.name == "bon":
             summary = _run_bon(cfg, algo, engine, score, eval_prompts, log, run_dir)
         else:
-            learner = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner).remote(policy_path, cfg.algo, threads, cfg.seed)
+            learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner)
+            learner = learner_actor.remote(policy_path, cfg.algo, threads, cfg.seed, critic_path)
             actors.append(learner)
             summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters, resume)
     finally:

@@ -9,7 +9,9 @@ import math
 
 import torch
 
-LOSS_AGGREGATIONS = ("grpo", "dr_grpo", "dapo")
+# verl's names are accepted too: token_mean is DAPO's rule, seq_mean_token_mean GRPO's.
+LOSS_AGGREGATIONS = {"grpo": "grpo", "dr_grpo": "dr_grpo", "dapo": "dapo", "token_mean": "dapo",
+                     "seq_mean_token_mean": "grpo", "seq_mean_token_sum_norm": "dr_grpo"}
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
@@ -59,19 +61,29 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3", cl
     return out.clamp(-clamp, clamp)
 
 
-def clipped_pg_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
-                    clip_low: float = 0.2, clip_high: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+def clipped_pg_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip_low: float = 0.2,
+                    clip_high: float = 0.2, dual_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO-clip per-token loss (B, T) and a clipped indicator (B, T).
 
     loss = max(-A rho, -A clip(rho, 1 - clip_low, 1 + clip_high)), rho = exp(logp - old_logp);
     `adv` is (B, T) or (B,) (broadcast over tokens, as GRPO's outcome advantage).
+    Dual-clip (Ye et al. 2020, c = `dual_clip` > 1): where A < 0 the loss is also capped at -c A, so
+    a token whose ratio has run far up cannot push the loss without bound.
     """
     if adv.dim() == 1:
         adv = adv[:, None].expand_as(logp)
     ratio = torch.exp(logp - old_logp)
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1 - clip_low, 1 + clip_high)
-    return torch.maximum(unclipped, clipped), (clipped > unclipped).float()
+    loss = torch.maximum(unclipped, clipped)
+    was_clipped = clipped > unclipped
+    if dual_clip is not None:
+        if dual_clip <= 1:
+            raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+        capped = (adv < 0) & (loss > -dual_clip * adv)
+        loss = torch.where(capped, -dual_clip * adv, loss)
+        was_clipped = was_clipped | capped
+    return loss, was_clipped.float()
 
 
 def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, constant: float | None = None) -> torch.Tensor:
@@ -81,6 +93,9 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, constant: float
     dapo:    sum over all tokens / number of tokens (token-level, DAPO)
     dr_grpo: sum over all tokens / (B * constant), `constant` fixed, e.g. max_tokens (Dr. GRPO)
     """
+    if mode not in LOSS_AGGREGATIONS:
+        raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {', '.join(LOSS_AGGREGATIONS)}")
+    mode = LOSS_AGGREGATIONS[mode]
     mask = mask.to(loss.dtype)
     if mode == "grpo":
         return ((loss * mask).sum(1) / mask.sum(1).clamp_min(1)).mean()
@@ -90,7 +105,84 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, constant: float
         if not constant:
             raise ValueError("dr_grpo aggregation needs a fixed constant (e.g. max_tokens)")
         return (loss * mask).sum() / (loss.shape[0] * constant)
-    raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {LOSS_AGGREGATIONS}")
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) over the masked entries only; var is the unbiased (n-1) one, as
+    TRL's masked_whiten. `shift_mean=False` adds the mean back (scale only). Unmasked entries -> 0."""
+    mask = mask.to(x.dtype)
+    n = mask.sum()
+    if n < 2:
+        raise ValueError(f"whitening needs at least 2 masked entries, got {int(n)}")
+    mean = (x * mask).sum() / n
+    var = ((x - mean).square() * mask).sum() / (n - 1)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def token_rewards(scores: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None, beta: float = 0.0) -> torch.Tensor:
+    """Per-token rewards (B, T): -beta * kl on every response token, plus the sequence's score (B,)
+    on its last response token (EOS, or the last one when truncated)."""
+    mask = mask.to(torch.float32)
+    r = -beta * kl * mask if kl is not None and beta else torch.zeros_like(mask)
+    last = (mask * torch.arange(mask.shape[1])).argmax(1)
+    r[torch.arange(len(scores)), last] += scores.float()
+    return r
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation over right-padded response tokens (B, T).
+
+    delta_t = r_t + gamma V_{t+1} - V_t (V after the last token is 0: the episode ends there);
+    A_t = delta_t + gamma lam A_{t+1}; returns A and the value targets A + V. Masked-out entries
+    (prompt positions, right padding) contribute nothing and come back as 0.
+    """
+    mask = mask.to(torch.float32)
+    values, rewards = values * mask, rewards * mask
+    adv = torch.zeros_like(rewards)
+    next_value, next_adv = torch.zeros(len(rewards)), torch.zeros(len(rewards))
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        adv[:, t] = (delta + gamma * lam * next_adv) * mask[:, t]
+        # a masked step (right padding) passes the next real token's value and advantage through
+        next_value = torch.where(mask[:, t] > 0, values[:, t], next_value)
+        next_adv = torch.where(mask[:, t] > 0, adv[:, t], next_adv)
+    return adv, (adv + values) * mask
+
+
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """G_t = sum_{t' >= t} gamma^(t'-t) r_t' over the response tokens (B, T) (REINFORCE++)."""
+    zeros = torch.zeros_like(rewards)
+    return gae(rewards, zeros, mask, gamma, 1.0)[0]
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                       clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token value loss (B, T) 0.5 max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V - V_old,
+    -clip, clip) (PPO2 / OpenRLHF); `clip=None` gives 0.5 (V - R)^2. Also the clipped indicator."""
+    unclipped = (values - returns).square()
+    if clip is None:
+        return 0.5 * unclipped, torch.zeros_like(values)
+    v_clip = old_values + (values - old_values).clamp(-clip, clip)
+    clipped = (v_clip - returns).square()
+    return 0.5 * torch.maximum(unclipped, clipped), (clipped > unclipped).float()
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var[target - pred] / Var[target] over masked entries (1: perfect, 0: no better than the mean)."""
+    var_t = masked_mean((target - masked_mean(target, mask)).square(), mask)
+    resid = target - pred
+    var_r = masked_mean((resid - masked_mean(resid, mask)).square(), mask)
+    return float("nan") if var_t == 0 else (1 - var_r / var_t).item()
+
+
+def adaptive_kl_coef(beta: float, kl: float, target: float, horizon: float, n: int) -> float:
+    """Ziegler et al. (2019) proportional controller: one update after a batch of n sequences whose
+    measured KL is `kl` (same unit as `target`): beta * (1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon)."""
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return beta * (1.0 + error * n / horizon)
 
 
 def bon_kl(n: int) -> float:

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import ray
+import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -62,8 +63,60 @@ def test_bon_runs_with_every_reward_source(reward, tmp_path):
     assert len(tb["reward/gold"]) == 4 and len(tb["kl/bon"]) == 4
 
 
+PG_TAGS = ("policy/loss", "policy/clipfrac", "policy/approx_kl", "policy/entropy", "kl/k1", "kl/coef",
+           "reward/gold", "sync/logprob_diff")
+
+
+@pytest.mark.parametrize("algo, extra_tags", [
+    ("ppo", ("value/loss", "value/explained_variance", "value/clipfrac", "value/mean")),
+    ("rloo", ()),
+    ("reinforce_pp", ()),
+])
+def test_pg_algos_run_and_log(algo, extra_tags, tmp_path):
+    run(config(*SMALL, f"algo={algo}", "reward=rm_l", "algo.kl.coef=0.05"), str(tmp_path))
+    tb = scalars(tmp_path)
+    for tag in PG_TAGS + extra_tags:
+        assert len(tb[tag]) == 2, tag
+    assert tb["kl/coef"] == pytest.approx([0.05, 0.05])  # fixed controller
+    assert max(tb["sync/logprob_diff"]) < 1e-4
+
+
+def test_adaptive_controller_follows_the_measured_kl(tmp_path):
+    """Wiring: each step's beta is the Ziegler update of the previous beta by the previous step's
+    logged per-sequence k1 (B = 16 sequences a step)."""
+    from rl.losses import adaptive_kl_coef
+
+    run(config(*SMALL, "algo.steps=4", "algo.kl.coef=0.2", "algo.kl.controller=adaptive", "algo.kl.target=0.5",
+               "algo.kl.horizon=40"), str(tmp_path))
+    tb = scalars(tmp_path)
+    beta, kl = tb["kl/coef"], tb["kl/k1"]
+    assert beta[0] == pytest.approx(0.2)
+    for t in range(1, 4):
+        assert beta[t] == pytest.approx(adaptive_kl_coef(beta[t - 1], kl[t - 1], 0.5, 40, 16), rel=1e-6)
+    assert len(set(beta)) > 1
+
+
+def test_critic_from_a_reward_model_starts_at_its_scores():
+    """critic.init=reward: the critic's value of a prefix equals the RM's score of that text."""
+    from policies import zoo
+    from rewards.rm import RewardModel
+    from rl.algos.ppo import Critic, critic_path
+
+    cfg = config("world=arith_small", "algo=ppo", "reward=rm_l", "algo.critic.init=reward")
+    zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir)
+    path = critic_path(cfg, str(zoo_dir / "base"), zoo_dir)
+    rm, critic = RewardModel(path), Critic(path)
+    text = "Q:12+34=46" + rm.tokenizer.eos_token
+    ids = torch.tensor([rm.tokenizer(text, add_special_tokens=False).input_ids + [0]])
+    value = critic(ids, torch.ones_like(ids))[0, -1]
+    assert value.item() == pytest.approx(rm.score(["Q:12+34="], ["46"])[0], abs=1e-5)
+
+
 @pytest.mark.parametrize("args, message", [
     (["algo.name=ppo9"], "unknown algorithm 'ppo9' (config key algo.name)"),
+    (["algo.kl.placement=both"], "algo.kl.placement='both'; expected one of: reward, loss"),
+    (["algo.kl.controller=adaptive", "algo.kl.target=0"], "algo.kl.controller=adaptive needs algo.kl.target > 0"),
+    (["algo=ppo", "algo.critic.init=reward", "reward=cdr"], "algo.critic.init=reward needs a reward model"),
     (["reward.type=oracle"], "unknown reward type 'oracle' (config key reward.type)"),
     (["reward=rm_l", "reward.path=/no/rm"], "model path '/no/rm' does not exist"),
     (["job=sleep"], "unknown job 'sleep' (config key job)"),
@@ -85,10 +138,15 @@ def test_grpo_on_gold_raises_gold(tmp_path, user_cache):
     assert summary["kl_final"] > 0
 
 
-def test_resume_continues_at_the_right_step(tmp_path):
+@pytest.mark.parametrize("algo", [
+    [],
+    # PPO with the adaptive controller: the critic, its optimizer and beta must come back too
+    ["algo=ppo", "algo.kl.coef=0.1", "algo.kl.controller=adaptive", "algo.kl.target=0.5", "algo.kl.horizon=40"],
+], ids=["grpo", "ppo_adaptive"])
+def test_resume_continues_at_the_right_step(algo, tmp_path):
     """Interrupted after step 3 with a checkpoint at step 2: the resumed run repeats step 3, ends at
     step 4 with the same numbers as an uninterrupted run, and its logs hold each step once."""
-    common = [*SMALL, "algo.steps=4", "checkpoint.every=2", "eval.every=2"]
+    common = [*SMALL, "algo.steps=4", "checkpoint.every=2", "eval.every=2", *algo]
     for d in "ab":
         (tmp_path / d).mkdir()
     full = run(config(*common), str(tmp_path / "a"))
@@ -98,9 +156,33 @@ def test_resume_continues_at_the_right_step(tmp_path):
     lines = {d: [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"}
     assert [x["step"] for x in lines["b"]] == [0, 1, 2, 3, 4]
     for x, y in zip(lines["a"], lines["b"]):
-        for key in ("reward/proxy", "reward/gold", "policy/entropy", "kl/k1", "eval/reward_gold"):
+        for key in ("reward/proxy", "reward/gold", "policy/entropy", "kl/k1", "kl/coef", "value/loss", "eval/reward_gold"):
             assert x.get(key) == pytest.approx(y.get(key), abs=1e-6), (x["step"], key)
     assert resumed["steps"] == full["steps"] == 4
     assert resumed["gold_final"] == pytest.approx(full["gold_final"]) and resumed["gold_initial"] == full["gold_initial"]
     assert scalars(tmp_path / "b")["reward/gold"] == pytest.approx(scalars(tmp_path / "a")["reward/gold"])
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+
+
+@pytest.mark.parametrize("algo, steps, gain", [
+    # measured: ppo 0.295 -> 0.415 at step 40, 0.512 at 120; rloo 0.295 -> 0.355 at 120
+    ("ppo", 60, 0.06),
+    ("rloo", 120, 0.04),
+])
+def test_pg_algos_on_gold_raise_gold(algo, steps, gain, tmp_path, user_cache):
+    """The default world, reward=gold, the algorithm's default config for `steps` steps (deterministic:
+    seeded sampling, one CPU learner, the same evaluation draws before and after)."""
+    summary = run(config(f"algo={algo}", "reward=gold", f"algo.steps={steps}", f"eval.every={steps}",
+                         "checkpoint.every=0", f"cache_dir={user_cache}"), str(tmp_path))
+    assert summary["gold_final"] >= summary["gold_initial"] + gain, summary
+
+
+def test_kl_in_the_reward_holds_the_policy_near_the_reference(tmp_path, user_cache):
+    """PPO against rm_l for 20 steps, same seeds, beta 0 vs 0.5 (kl.placement=reward, per-token k1).
+    Measured: summed KL per eval sequence 6.88 vs 0.65; gold 0.295 -> 0.134 vs 0.276."""
+    kl = {}
+    for beta in (0.0, 0.5):
+        (tmp_path / str(beta)).mkdir()
+        kl[beta] = run(config("algo=ppo", "reward=rm_l", "algo.steps=20", "eval.every=20", "checkpoint.every=0",
+                              f"algo.kl.coef={beta}", f"cache_dir={user_cache}"), str(tmp_path / str(beta)))["kl_final"]
+    assert kl[0.5] < 0.25 * kl[0.0], kl

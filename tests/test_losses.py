@@ -92,3 +92,114 @@ def test_bon_estimator_matches_enumeration(M, n):
     assert L.bon_expected_gold(proxy, gold, n) == pytest.approx(sum(brute) / len(brute))
     if n == 1:
         assert L.bon_expected_gold(proxy, gold, 1) == pytest.approx(sum(gold) / M)
+
+
+# --- PPO / REINFORCE++ / KL control ---------------------------------------------------------
+
+V4, R4 = [0.5, 0.4, 0.6, 0.2], [0.0, 0.0, 0.0, 1.0]  # 4 response tokens, the score on the last
+
+
+def padded(row, fill):
+    """The 4-token example inside a batch row with one prompt position before it and one pad after."""
+    return torch.tensor([[fill, *row, fill]])
+
+
+@pytest.mark.parametrize("gamma, lam, expected", [
+    # delta = [-0.1, 0.2, -0.4, 0.8]; A3 = 0.8, A2 = -0.4 + 0.95*0.8, A1 = 0.2 + 0.95*A2, A0 = -0.1 + 0.95*A1
+    (1.0, 0.95, [0.4149, 0.542, 0.36, 0.8]),
+    # lambda = 1: Monte-Carlo returns minus values, G = [0.99^3, 0.99^2, 0.99, 1]
+    (0.99, 1.0, [0.970299 - 0.5, 0.9801 - 0.4, 0.99 - 0.6, 0.8]),
+])
+def test_gae_hand_computed(gamma, lam, expected):
+    mask = padded([1, 1, 1, 1], 0).bool()
+    adv, ret = L.gae(padded(R4, 7.0), padded(V4, 9.0), mask, gamma, lam)  # junk off the mask is ignored
+    assert torch.allclose(adv, padded(expected, 0.0), atol=1e-6)
+    assert torch.allclose(ret, padded([a + v for a, v in zip(expected, V4)], 0.0), atol=1e-6)
+
+
+def test_gae_rows_of_different_lengths_do_not_mix():
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]).bool()
+    values = torch.tensor([V4, [0.3, 0.1, 5.0, 5.0]])
+    rewards = torch.tensor([R4, [0.0, 2.0, 0.0, 0.0]])
+    adv, _ = L.gae(rewards, values, mask, 1.0, 1.0)
+    assert torch.allclose(adv[1], torch.tensor([2.0 - 0.3, 2.0 - 0.1, 0.0, 0.0]))
+    assert torch.allclose(adv[0], torch.tensor([0.5, 0.6, 0.4, 0.8]))
+
+
+def test_token_rewards_and_discounted_returns():
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 0]]).bool()
+    kl = torch.tensor([[9.0, 0.1, 0.2, 0.3], [9.0, 0.5, -0.5, 9.0]])
+    r = L.token_rewards(torch.tensor([1.0, 2.0]), mask, kl, beta=0.1)
+    assert torch.allclose(r, torch.tensor([[0, -0.01, -0.02, 1 - 0.03], [0, -0.05, 2 + 0.05, 0]]))
+    g = L.discounted_returns(r, mask, gamma=0.5)
+    assert torch.allclose(g[0], torch.tensor([0, -0.01 - 0.01 + 0.25 * 0.97, -0.02 + 0.5 * 0.97, 0.97]))
+    assert torch.allclose(g[1], torch.tensor([0, -0.05 + 0.5 * 2.05, 2.05, 0]))
+
+
+def test_masked_whiten():
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 100.0, -50.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]]).bool()
+    w = L.masked_whiten(x, mask, eps=0.0)
+    std = math.sqrt(5 / 3)  # unbiased variance of [1, 2, 3, 4]
+    assert torch.allclose(w, torch.tensor([[-1.5, -0.5, 0.5], [1.5, 0, 0]]) / std)
+    assert torch.allclose(L.masked_whiten(x, mask, shift_mean=False, eps=0.0)[0], torch.tensor([-1.5, -0.5, 0.5]) / std + 2.5)
+
+
+def test_clipped_value_loss():
+    old = torch.full((4,), 0.5)
+    values = torch.tensor([1.0, 0.6, 0.0, 0.9])
+    returns = torch.tensor([0.7, 0.7, 1.0, 1.5])
+    loss, clipped = L.clipped_value_loss(values, old, returns, clip=0.2)
+    # V_clip = [0.7, 0.6, 0.3, 0.7]: 0.5 max(unclipped^2, clipped^2)
+    assert torch.allclose(loss, torch.tensor([0.5 * 0.09, 0.5 * 0.01, 0.5 * 1.0, 0.5 * 0.64]))
+    assert clipped.tolist() == [0, 0, 0, 1]
+    plain, _ = L.clipped_value_loss(values, old, returns, clip=None)
+    assert torch.allclose(plain, 0.5 * (values - returns) ** 2)
+
+
+def test_dual_clip():
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[5.0, 2.0, 0.1]]))
+    adv = torch.tensor([[-1.0, -1.0, 1.0]])
+    single, _ = L.clipped_pg_loss(logp, old, adv, 0.2, 0.2)
+    dual, clipped = L.clipped_pg_loss(logp, old, adv, 0.2, 0.2, dual_clip=3.0)
+    assert torch.allclose(single, torch.tensor([[5.0, 2.0, -0.1]]))
+    assert torch.allclose(dual, torch.tensor([[3.0, 2.0, -0.1]]))  # A < 0, ratio 5: capped at -c A = 3
+    assert clipped.tolist() == [[1.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match="dual_clip must be > 1"):
+        L.clipped_pg_loss(logp, old, adv, dual_clip=1.0)
+
+
+def test_adaptive_kl_controller_sequence():
+    beta, seen = 0.1, []
+    for kl in [12.0, 3.0, 6.0, 7.2]:  # errors clip to +0.2, -0.2, 0, +0.2; n / horizon = 0.1
+        beta = L.adaptive_kl_coef(beta, kl, target=6.0, horizon=10_000, n=1000)
+        seen.append(beta)
+    assert seen == pytest.approx([0.102, 0.09996, 0.09996, 0.1019592])
+
+
+def test_explained_variance():
+    target = torch.tensor([[1.0, 2.0, 3.0, 99.0]])
+    mask = torch.tensor([[1, 1, 1, 0]]).bool()
+    assert L.explained_variance(target, target, mask) == pytest.approx(1.0)
+    assert L.explained_variance(torch.full_like(target, 2.0), target, mask) == pytest.approx(0.0)
+    # residual [0.5, 0, -0.5]: Var 1/6 against Var[target] 2/3 -> 1 - 1/4
+    assert L.explained_variance(target - torch.tensor([[0.5, 0.0, -0.5, 0.0]]), target, mask) == pytest.approx(0.75)
+
+
+def test_rloo_baseline_is_leave_one_out_mean_brute_force():
+    torch.manual_seed(1)
+    r = torch.randn(12)
+    adv = L.rloo_advantages(r, 4)
+    for i in range(12):
+        g = i // 4
+        others = [r[j] for j in range(4 * g, 4 * g + 4) if j != i]
+        assert adv[i].item() == pytest.approx((r[i] - sum(others) / 3).item(), abs=1e-6)
+
+
+def test_loss_aggregation_aliases():
+    loss, mask = torch.tensor([[1.0, 2.0], [3.0, 0.0]]), torch.tensor([[1, 1], [1, 0]]).bool()
+    assert L.aggregate(loss, mask, "token_mean") == L.aggregate(loss, mask, "dapo") == pytest.approx(2.0)
+    assert L.aggregate(loss, mask, "seq_mean_token_mean") == pytest.approx((1.5 + 3.0) / 2)
+    with pytest.raises(ValueError, match="unknown loss aggregation 'x'"):
+        L.aggregate(loss, mask, "x")

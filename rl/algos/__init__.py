@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-ALGOS = {"grpo": "rl.algos.grpo", "bon": "rl.algos.bon"}
+ALGOS = {"grpo": "rl.algos.grpo", "ppo": "rl.algos.ppo", "rloo": "rl.algos.rloo",
+         "reinforce_pp": "rl.algos.reinforce_pp", "bon": "rl.algos.bon"}
 
 
 def get_algo(name: str):
