@@ -1,9 +1,9 @@
-"""Reward sources by config (`reward=` group): rm, lora_judge, cdr, rule, gold, combination."""
+"""Reward sources by config (`reward=` group): rm, lora_judge, cdr, rule, length, gold, combination."""
 from __future__ import annotations
 
 from pathlib import Path
 
-TYPES = ("rm", "lora_judge", "cdr", "rule", "gold", "combination")
+TYPES = ("rm", "lora_judge", "cdr", "rule", "length", "gold", "combination")
 
 
 def artifact_path(cfg, key: str, zoo_dir: Path | None, field: str = "path") -> str:
@@ -53,6 +53,9 @@ def make_source(cfg, zoo_dir: Path | None = None):
     if kind == "rule":
         from rewards.rule import ArithVerifier
         return ArithVerifier(cfg.name, cfg.get("unverifiable", 0.0))
+    if kind == "length":
+        from rewards.rule import Length
+        return Length(cfg.name, cfg.get("unit", "chars"))
     if kind == "gold":
         from rewards.gold import Gold
         return Gold()

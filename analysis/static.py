@@ -1,0 +1,193 @@
+"""Static reward benchmarks: `python -m analysis.static reward=<source> bench=<name>`.
+
+Scores a benchmark (analysis/benchmarks.py) with exactly the reward-source object the online loop
+trains against (rewards.make_source), so static accuracy and downstream use never diverge. Prints
+a table and writes static.json (every number, the per-row scores, what was dropped or cut) in the
+run directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from analysis import rewardbench as rb
+from analysis.benchmarks import Bench, load
+
+MODEL_TYPES = ("rm", "lora_judge", "cdr", "combination")
+
+
+def _needs_zoo(cfg) -> bool:
+    paths = cfg.bench.get("path") or []
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return cfg.reward.type in MODEL_TYPES or any(str(p).startswith("zoo:") for p in paths)
+
+
+class Cutter:
+    """Character caps on long texts (prompt keeps its end, response its start), counted."""
+
+    def __init__(self, prompt: int | None, response: int | None):
+        self.prompt, self.response = prompt, response
+        self.cut = {"prompt": 0, "response": 0}
+
+    def __call__(self, text: str, what: str) -> str:
+        cap = self.prompt if what == "prompt" else self.response
+        if cap is None or len(text) <= cap:
+            return text
+        self.cut[what] += 1
+        return text[-cap:] if what == "prompt" else text[:cap]
+
+
+def score_flat(source, prompts: list[str], responses: list[str], batch_size: int, batch_chars: int,
+               desc: str) -> list[float]:
+    """Scores in the input order, computed in length-sorted batches of at most `batch_size` texts
+    and `batch_chars` characters (one longer text goes alone): attention memory grows with the
+    square of the length, and real benchmark texts run to thousands of characters."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+    out = [0.0] * len(prompts)
+    bar = tqdm(total=len(order), desc=desc, unit="text")
+    start = 0
+    while start < len(order):
+        end, chars = start, 0
+        while end < len(order) and end - start < batch_size:
+            n = len(prompts[order[end]]) + len(responses[order[end]])
+            if end > start and chars + n > batch_chars:
+                break
+            chars += n
+            end += 1
+        idx = order[start:end]
+        got = source.score([prompts[i] for i in idx], [responses[i] for i in idx])
+        if len(got) != len(idx):
+            raise ValueError(f"reward source returned {len(got)} scores for {len(idx)} responses")
+        for i, v in zip(idx, got):
+            out[i] = float(v)
+        bar.update(len(idx))
+        start = end
+    bar.close()
+    return out
+
+
+def completions(bench: Bench, row: dict) -> list[str]:
+    """The responses of one row in scoring order."""
+    if bench.kind == "pairs":
+        return [row["chosen"], row["rejected"]]
+    if bench.kind == "bon":
+        return list(row["completions"])
+    return list(row["chosen"]) + list(row["rejected"])
+
+
+def aggregate(bench: Bench, scores: list[list[float]]) -> dict:
+    """Benchmark numbers from per-row scores (same order as `completions`)."""
+    rows, kind = bench.rows, bench.kind
+    if kind == "pairs":
+        return rb.v1_scores(rows, [s[0] for s in scores], [s[1] for s in scores])
+    if kind == "v2":
+        return rb.v2_scores(rows, scores)
+    per = defaultdict(list)
+    if kind == "one_vs_many":
+        for row, s in zip(rows, scores):
+            per[row["subset"]].append(rb.one_vs_many(s[: len(row["chosen"])], s[len(row["chosen"]):]))
+        return _means(per)
+    if kind == "bon":
+        for row, s in zip(rows, scores):
+            c = row["correct"]
+            per[row["subset"]].append({"accuracy": rb.bon_pick(s, c), "oracle": float(any(c)),
+                                       "random": sum(c) / len(c)})
+        return _means(per)
+    if kind == "rm_bench":
+        by = defaultdict(lambda: ([], []))
+        for row, s in zip(rows, scores):
+            by[row["subset"]][0].append(s[:3])
+            by[row["subset"]][1].append(s[3:])
+        out = {}
+        for dom, (c, r) in sorted(by.items()):
+            m = rb.rm_bench_matrix(c, r)
+            out[dom] = rb.rm_bench_scores(m) | {"matrix": m.tolist(), "prompts": len(c)}
+        for key in ("hard", "normal", "easy", "avg"):  # unweighted over domains, as RM-Bench's table
+            out[key] = float(np.mean([out[d][key] for d in by]))
+        return out
+    raise ValueError(f"unknown benchmark kind {kind!r}")
+
+
+def _means(per: dict[str, list[dict]]) -> dict:
+    out = {sub: {k: float(np.mean([x[k] for x in xs])) for k in xs[0]} | {"prompts": len(xs)}
+           for sub, xs in sorted(per.items())}
+    everything = [x for xs in per.values() for x in xs]
+    return out | {k: float(np.mean([x[k] for x in everything])) for k in everything[0]}
+
+
+def evaluate(cfg: DictConfig, source=None) -> dict:
+    """Load the bench, score every completion with the reward source, aggregate."""
+    from rewards import make_source
+
+    t0 = time.time()
+    zoo_dir = None
+    if _needs_zoo(cfg):
+        from policies import zoo
+        zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir)
+    bench = load(cfg.bench, zoo_dir)
+    source = source or make_source(cfg.reward, zoo_dir)
+    cut = Cutter(cfg.max_chars.prompt, cfg.max_chars.response)
+    flat_p, flat_r, sizes = [], [], []
+    for row in bench.rows:
+        comps = completions(bench, row)
+        flat_p += [cut(row["prompt"], "prompt")] * len(comps)
+        flat_r += [cut(c, "response") for c in comps]
+        sizes.append(len(comps))
+    flat = score_flat(source, flat_p, flat_r, cfg.batch_size, cfg.batch_chars, f"{cfg.reward.name} on {bench.name}")
+    scores, i = [], 0
+    for n in sizes:
+        scores.append(flat[i : i + n])
+        i += n
+    result = aggregate(bench, scores)
+    return {"bench": bench.name, "kind": bench.kind, "reward": cfg.reward.name, "source": bench.source,
+            "records_read": bench.read, "rows_scored": len(bench.rows), "rows_dropped": dict(bench.dropped),
+            "texts_cut": {"prompts": cut.cut["prompt"], "responses": cut.cut["response"], "max_chars": dict(cfg.max_chars)},
+            "completions_scored": len(flat), "scores": result, "wall_s": round(time.time() - t0, 1),
+            "row_scores": scores}
+
+
+def table(res: dict) -> str:
+    """The console view: one line per number (nested dicts flattened, matrices left to the JSON)."""
+    lines = [f"{res['bench']} ({res['kind']}) scored by {res['reward']}: {res['rows_scored']} rows "
+             f"({res['records_read']} read, dropped {res['rows_dropped'] or 0}; cut {res['texts_cut']['prompts']} prompts, "
+             f"{res['texts_cut']['responses']} responses), {res['wall_s']} s"]
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k} / ")
+            elif isinstance(v, float):
+                lines.append(f"  {prefix}{k:<28} {v:.4f}")
+            elif isinstance(v, int):
+                lines.append(f"  {prefix}{k:<28} {v}")
+    walk(res["scores"])
+    return "\n".join(lines)
+
+
+@hydra.main(config_path="../conf", config_name="static", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
+    try:
+        res = evaluate(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    res["config"] = OmegaConf.to_container(cfg, resolve=True)
+    path = os.path.join(out_dir, "static.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(res, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(table(res))
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

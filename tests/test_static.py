@@ -1,0 +1,255 @@
+"""The static benchmark harness: scorers against hand-computed values, loaders, and the CLI on every
+shipped real data set checked against an independent computation from the raw files."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from analysis import rewardbench as rb
+from analysis.benchmarks import load
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data" / "real"
+
+
+# --- scorers --------------------------------------------------------------------------------
+
+def test_rb1_sections_prompt_weighted_with_official_counts():
+    acc = {"alpacaeval-easy": 1.0, "mt-bench-easy": 0.5,            # Chat: (100*1 + 28*0.5) / 128
+           "llmbar-natural": 0.0, "llmbar-adver-manual": 1.0,       # Chat Hard: 46 / 146
+           "donotanswer": 0.25,                                      # Safety: 0.25
+           "math-prm": 1.0, "hep-python": 0.0, "hep-go": 0.5,        # Reasoning: (984 + 82) / (984 + 328)
+           "shp": 0.2, "summarize": 0.6}                             # Prior: unweighted 0.4
+    out = rb.rb1_sections(acc)
+    chat, hard, safety, reasoning = 114 / 128, 46 / 146, 0.25, 1066 / 1312
+    assert out["Chat"] == pytest.approx(chat) and out["Chat Hard"] == pytest.approx(hard)
+    assert out["Safety"] == 0.25 and out["Reasoning"] == pytest.approx(reasoning)
+    assert out["Prior Sets"] == pytest.approx(0.4)
+    assert out["rb1_score"] == pytest.approx((chat + hard + safety + reasoning) / 4)
+    assert out["rb1_score_with_prior"] == pytest.approx((2 * (chat + hard + safety + reasoning) + 0.4) / 9)
+    partial = rb.rb1_sections({"llmbar-natural": 0.5})
+    assert partial == {"Chat Hard": 0.5}  # no overall score without all four core sections
+
+
+def test_v1_scores_add_sections_for_rewardbench_subsets_and_count_ties_wrong():
+    rows = [{"subset": "math-prm"}, {"subset": "math-prm"}, {"subset": "hep-go"}]
+    out = rb.v1_scores(rows, [1.0, 2.0, 5.0], [0.0, 2.0, 1.0])  # the tie (2 vs 2) is wrong
+    assert out["math-prm"] == 0.5 and out["hep-go"] == 1.0
+    assert out["Reasoning"] == pytest.approx((984 * 0.5 + 164) / 1148)
+    assert out["overall"] == pytest.approx(0.75)
+
+
+def test_rb2_best_of_4_tie_credit():
+    assert rb.best_of_n([2, 2, 2, 1]) == pytest.approx(1 / 3)
+    assert rb.best_of_n([1, 2, 2, 1]) == 0.0
+
+
+def test_one_vs_many_accuracy_and_pessimistic_mrr():
+    assert rb.one_vs_many([3.0], [1.0, 2.0]) == {"accuracy": 1.0, "accuracy_with_ties": 1.0, "mrr": 1.0}
+    # a rejected answer ties the chosen one: wrong for accuracy, right with ties, ranked behind it
+    assert rb.one_vs_many([2.0], [1.0, 2.0, 0.0]) == {"accuracy": 0.0, "accuracy_with_ties": 1.0, "mrr": 0.5}
+    assert rb.one_vs_many([0.0], [1.0, 2.0, 0.0]) == {"accuracy": 0.0, "accuracy_with_ties": 0.0, "mrr": 0.25}
+    # several correct: accuracy needs all of them above every wrong one; MRR follows the best one
+    assert rb.one_vs_many([5.0, 1.0], [2.0]) == {"accuracy": 0.0, "accuracy_with_ties": 0.0, "mrr": 1.0}
+
+
+def test_bon_pick_shares_ties():
+    assert rb.bon_pick([3, 3, 1, 0], [True, False, True, False]) == 0.5
+    assert rb.bon_pick([0, 3, 1, 0], [True, True, False, False]) == 1.0
+    assert rb.bon_pick([1, 1, 1, 1], [True, False, False, False]) == 0.25
+
+
+def test_rm_bench_triangles():
+    # prompt 1: chosen [1, 2, 3] vs rejected [0, 0, 4]; prompt 2: chosen [0, 0, 0] vs rejected [1, 1, 1]
+    m = rb.rm_bench_matrix([[1, 2, 3], [0, 0, 0]], [[0, 0, 4], [1, 1, 1]])
+    expected = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
+    assert np.allclose(m, expected)
+    s = rb.rm_bench_scores(m)
+    # hard = upper right (0,1),(0,2),(1,2) = (0.5 + 0 + 0) / 3; easy = lower left (1,0),(2,0),(2,1) = 0.5
+    assert s == pytest.approx({"hard": 1 / 6, "normal": 1 / 3, "easy": 0.5, "avg": 1 / 3})
+    with pytest.raises(ValueError, match="3 chosen and 3 rejected"):
+        rb.rm_bench_matrix([[1, 2]], [[1, 2]])
+
+
+def test_ties_formula_with_a_missed_ref_prompt():
+    rows = [{"id": "tied:0", "num_correct": 2}, {"id": "ref:0", "num_correct": 1},
+            {"id": "tied:1", "num_correct": 2}, {"id": "ref:1", "num_correct": 1}]
+    # group 0: tied correct [4, 3] wrong [1] (margin 2, gap 1); ref [4] vs [5] (margin -1, wrong)
+    # group 1: tied correct [2, 2] wrong [3] (margin -1, gap 0); ref [6] vs [1] (margin 5)
+    scores = [[4, 3, 1], [4, 5], [2, 2, 3], [6, 1]]
+    tied_acc, ref_acc = 0.5, 0.5
+    pref = (float(2 > 1) + float(-1 > 0)) / 2            # 0.5
+    pref_hard = (float(-1 > 1) + float(-1 > 0)) / 2      # 0
+    tb = (np.tanh(-1 / 1 - 1) + 0.0) / 2                 # group 1: gap 0 -> nan -> 0
+    expected = 0.3 * tied_acc + 0.3 * ref_acc + 0.2 * pref + 0.2 * pref_hard + 0.01 * tb
+    assert rb.ties_score(rows, scores) == pytest.approx(expected)
+
+
+# --- loaders --------------------------------------------------------------------------------
+
+def bench_cfg(**kw):
+    return OmegaConf.create({"name": "t", "limit": None} | kw)
+
+
+def test_schema_error_names_file_row_and_field(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n"
+                 + json.dumps({"prompt": "p", "chosen": 3, "rejected": "b"}) + "\n")
+    with pytest.raises(ValueError, match=r"pairs.jsonl: row 1: field 'chosen' must be a string"):
+        load(bench_cfg(format="rb1", path=str(f)))
+    f.write_text(json.dumps({"id": "1", "prompt": "p", "chosen": ["a"], "subset": "Math"}) + "\n")
+    with pytest.raises(ValueError, match=r"row 0: missing field 'rejected'"):
+        load(bench_cfg(format="rb2", path=str(f)))
+    with pytest.raises(ValueError, match="unknown benchmark format 'csv' \\(config key bench.format\\)"):
+        load(bench_cfg(format="csv", path=str(f)))
+    with pytest.raises(ValueError, match="does not exist"):
+        load(bench_cfg(format="rb1", path=str(tmp_path / "none.jsonl")))
+
+
+def test_json_and_parquet_files_load(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": "p", "chosen": ["a"], "rejected": ["b", "c"], "subset": "s"}]
+    (tmp_path / "a.json").write_text(json.dumps({"data": rows}))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    for name in ("a.json", "a.parquet"):
+        b = load(bench_cfg(format="one_vs_many", path=str(tmp_path / name)))
+        assert b.kind == "one_vs_many" and b.rows[0]["rejected"] == ["b", "c"] and b.rows[0]["id"] == 0
+
+
+def test_limit_is_a_seeded_subsample():
+    a = load(bench_cfg(format="hh", path=str(DATA / "hh_rlhf" / "harmless-base_test.jsonl.gz"), limit=50, seed=3))
+    b = load(bench_cfg(format="hh", path=str(DATA / "hh_rlhf" / "harmless-base_test.jsonl.gz"), limit=50, seed=3))
+    assert len(a.rows) == 50 and [r["id"] for r in a.rows] == [r["id"] for r in b.rows]
+    assert a.read == 2312
+
+
+# --- the CLI on the shipped data, against an independent computation -------------------------
+
+def raw(path):
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def static_cli(tmp_path, *args, env=None):
+    out = subprocess.run([sys.executable, "-m", "analysis.static", *args, f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    return out
+
+
+def run_length(tmp_path, bench):
+    out = static_cli(tmp_path, "reward=length", f"bench={bench}", "max_chars.prompt=null", "max_chars.response=null")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads((tmp_path / "static.json").read_text())
+
+
+def test_cli_llmbar_pairs(tmp_path):
+    res = run_length(tmp_path, "llmbar")
+    names = OmegaConf.load(REPO / "conf" / "bench" / "llmbar.yaml").subset_map
+    per = {}
+    for r in raw(DATA / "llmbar" / "llmbar.jsonl.gz"):
+        per.setdefault(names[r["subset"]], []).append(len(r["chosen"]) > len(r["rejected"]))
+    for subset, wins in per.items():
+        assert res["scores"][subset] == pytest.approx(sum(wins) / len(wins)), subset
+    assert res["rows_scored"] == 419
+    official = {"llmbar-natural": 100, "llmbar-adver-neighbor": 134, "llmbar-adver-GPTInst": 92,
+                "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46}  # RewardBench's weights, not our row counts
+    hard = sum(np.mean(per[s]) * w for s, w in official.items()) / sum(official.values())
+    assert res["scores"]["Chat Hard"] == pytest.approx(hard)
+    assert "rb1_score" not in res["scores"]  # only one of the four sections is present
+
+
+def test_cli_hh_pairs(tmp_path):
+    res = run_length(tmp_path, "hh_harmless")
+    wins, dropped = [], 0
+    for r in raw(DATA / "hh_rlhf" / "harmless-base_test.jsonl.gz"):
+        i, j = r["chosen"].rfind("\n\nAssistant:"), r["rejected"].rfind("\n\nAssistant:")
+        if r["chosen"][:i] != r["rejected"][:j]:
+            dropped += 1
+            continue
+        wins.append(len(r["chosen"]) - i > len(r["rejected"]) - j)
+    assert res["rows_scored"] == len(wins) and sum(res["rows_dropped"].values()) == dropped
+    assert res["scores"]["hh_harmless"] == pytest.approx(sum(wins) / len(wins))
+
+
+def test_cli_gsm8k_one_vs_many_and_best_of_4(tmp_path):
+    models = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+    recs = raw(DATA / "gsm8k" / "example_model_solutions.jsonl.gz")
+    acc, mrr, pick, oracle = [], [], [], []
+    for r in recs:
+        sols = [r[m] for m in models]
+        lengths = [len(s["solution"]) for s in sols]
+        top = max(lengths)
+        best = [s["is_correct"] for s, n in zip(sols, lengths) if n == top]
+        pick.append(sum(best) / len(best))
+        oracle.append(any(s["is_correct"] for s in sols))
+        wrong = [len(s["solution"]) for s in sols if not s["is_correct"]]
+        if wrong:
+            ref = len(r["ground_truth"])
+            acc.append(ref > max(wrong))
+            mrr.append(1 / (1 + sum(w >= ref for w in wrong)))
+    res = run_length(tmp_path / "1vn", "gsm8k_1vn")
+    assert res["rows_scored"] == len(acc) and res["rows_dropped"] == {"no wrong model solution": len(recs) - len(acc)}
+    assert res["scores"]["accuracy"] == pytest.approx(np.mean(acc)) and res["scores"]["mrr"] == pytest.approx(np.mean(mrr))
+    res = run_length(tmp_path / "bo4", "gsm8k_bo4")
+    assert res["scores"]["accuracy"] == pytest.approx(np.mean(pick)) and res["scores"]["oracle"] == pytest.approx(np.mean(oracle))
+
+
+def test_cli_rm_bench(tmp_path):
+    res = run_length(tmp_path, "rm_bench")
+    by = {}
+    for name in ("chat", "code", "safety-refuse", "safety-response"):
+        for r in raw(DATA / "rm_bench" / f"{name}.jsonl.gz"):
+            by.setdefault(r["domain"], []).append(r)
+    for dom, recs in by.items():
+        cell = lambda i, j: np.mean([len(r["chosen"][i]) > len(r["rejected"][j]) for r in recs])  # noqa: E731
+        assert res["scores"][dom]["hard"] == pytest.approx((cell(0, 1) + cell(0, 2) + cell(1, 2)) / 3), dom
+        assert res["scores"][dom]["easy"] == pytest.approx((cell(1, 0) + cell(2, 0) + cell(2, 1)) / 3), dom
+        assert res["scores"][dom]["normal"] == pytest.approx((cell(0, 0) + cell(1, 1) + cell(2, 2)) / 3), dom
+    assert res["rows_scored"] == 798
+
+
+def test_cli_world_sources_on_arith_and_real_benches(tmp_path):
+    """gold is perfect on the world's own benches; a tiny world RM runs (near chance) on real text."""
+    out = static_cli(tmp_path / "a", "world=arith_small", "reward=gold", "bench=arith_v2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "a" / "static.json").read_text())
+    assert res["scores"]["overall"] == 1.0 and res["kind"] == "v2"
+    out = static_cli(tmp_path / "b", "world=arith_small", "reward=rm_l", "bench=llmbar", "bench.limit=24")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "b" / "static.json").read_text())
+    assert res["rows_scored"] == 24 and 0.0 <= res["scores"]["overall"] <= 1.0
+    assert "llmbar" in out.stdout
+
+
+def test_cli_hub_dataset_offline_is_one_clear_error(tmp_path):
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = static_cli(tmp_path, "reward=length", "bench=rewardbench", env=env)
+    assert out.returncode == 2 and "cannot load Hugging Face dataset 'allenai/reward-bench'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_score_flat_keeps_order_and_bounds_batches():
+    from analysis.static import Cutter, score_flat
+
+    class Recorder:
+        calls = []
+
+        def score(self, prompts, responses):
+            self.calls.append(sum(len(p) + len(r) for p, r in zip(prompts, responses)))
+            return [float(len(r)) for r in responses]
+
+    src = Recorder()
+    responses = ["x" * n for n in (50, 1, 30, 200, 7, 7)]
+    assert score_flat(src, [""] * 6, responses, batch_size=4, batch_chars=60, desc="t") == [50, 1, 30, 200, 7, 7]
+    assert src.calls == [45, 50, 200]  # sorted: 1+7+7+30, then 50, then the 200 alone
+    cut = Cutter(prompt=3, response=2)
+    assert cut("abcdef", "prompt") == "def" and cut("abcdef", "response") == "ab" and cut("a", "response") == "a"
+    assert cut.cut == {"prompt": 1, "response": 1}
