@@ -150,6 +150,33 @@ def rm_bench_scores(acc: np.ndarray) -> dict[str, float]:
             "easy": float(acc[np.tril_indices(3, -1)].mean()), "avg": float(acc.mean())}
 
 
+# Generative judges on pairs (METHODS.md §1.4); each protocol is reported on its own, never mixed
+# with the scalar-score accuracy.
+
+def ratings_pair(chosen: float | None, rejected: float | None) -> float:
+    """Ratings mode: each response rated alone; 1 if chosen rates higher, 0 if lower, 0.5 for equal
+    ratings or a rating that did not parse."""
+    if chosen is None or rejected is None or chosen == rejected:
+        return 0.5
+    return float(chosen > rejected)
+
+
+def pairwise_once(pick: str | None, chosen_is_a: bool) -> float:
+    """RewardBench's pairwise protocol: one query, the order drawn at random once; 1 if the judge
+    names the chosen response's letter, 0 for the other letter, 0.5 for an unparsable verdict."""
+    if pick not in ("A", "B"):
+        return 0.5
+    return float((pick == "A") == chosen_is_a)
+
+
+def both_orders(pick_chosen_first: str | None, pick_chosen_second: str | None) -> float:
+    """Both orders asked: 1 if both verdicts pick the chosen response, 0 if both pick the rejected
+    one, 0.5 otherwise (the orders disagree, or a verdict did not parse)."""
+    right = [pick_chosen_first == "A", pick_chosen_second == "B"]
+    wrong = [pick_chosen_first == "B", pick_chosen_second == "A"]
+    return 1.0 if all(right) else 0.0 if all(wrong) else 0.5
+
+
 def score_v1(source, rows: list[dict]) -> dict[str, float]:
     """Score v1 rows with a reward source (anything with `score(prompts, responses)`)."""
     prompts = [r["prompt"] for r in rows]

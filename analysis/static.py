@@ -147,11 +147,66 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
         scores.append(flat[i : i + n])
         i += n
     result = aggregate(bench, scores)
+    protocol = judge_protocol(cfg, source, bench, cut) if cfg.get("judge_protocol") else None
     return {"bench": bench.name, "kind": bench.kind, "reward": cfg.reward.name, "source": bench.source,
             "records_read": bench.read, "rows_scored": len(bench.rows), "rows_dropped": dict(bench.dropped),
             "texts_cut": {"prompts": cut.cut["prompt"], "responses": cut.cut["response"], "max_chars": dict(cfg.max_chars)},
-            "completions_scored": len(flat), "scores": result, "wall_s": round(time.time() - t0, 1),
+            "completions_scored": len(flat), "scores": result, "judge_protocol": protocol,
+            "wall_s": round(time.time() - t0, 1),
             "row_scores": scores}
+
+
+PROTOCOLS = ("ratings", "pairwise_once", "both_orders")
+
+
+def judge_protocol(cfg, source, bench: Bench, cut) -> dict:
+    """A generative judge on pairs by `cfg.judge_protocol` (reported apart from the scalar scores).
+
+    ratings needs `source.generate_verdicts(prompts, responses) -> [{"score": n} | None]` (the LoRA
+    judge); pairwise_once / both_orders need `source.compare(prompts, first, second) -> ['A'|'B'|None]`.
+    """
+    import random
+
+    name = cfg.judge_protocol
+    if name not in PROTOCOLS:
+        raise ValueError(f"judge_protocol={name!r}; expected one of: {', '.join(PROTOCOLS)} (or null)")
+    if bench.kind != "pairs":
+        raise ValueError(f"judge_protocol applies to pairs benchmarks; {bench.name!r} is {bench.kind!r}")
+    method = "generate_verdicts" if name == "ratings" else "compare"
+    if not hasattr(source, method):
+        raise ValueError(f"reward {cfg.reward.name!r} has no {method}(): the {name} protocol needs a "
+                         f"{'rating' if name == 'ratings' else 'pairwise'} generative judge")
+    prompts = [cut(r["prompt"], "prompt") for r in bench.rows]
+    chosen = [cut(r["chosen"], "response") for r in bench.rows]
+    rejected = [cut(r["rejected"], "response") for r in bench.rows]
+    per = defaultdict(list)
+    if name == "ratings":
+        def rate(texts):
+            out = []
+            for i in tqdm(range(0, len(texts), cfg.batch_size), desc=f"{name} verdicts", unit="batch"):
+                out += [v["score"] if isinstance(v.get("score") if v else None, (int, float)) else None
+                        for v in source.generate_verdicts(prompts[i : i + cfg.batch_size], texts[i : i + cfg.batch_size])]
+            return out
+        rc, rr = rate(chosen), rate(rejected)
+        results = [rb.ratings_pair(c, r) for c, r in zip(rc, rr)]
+        errors = sum(x is None for x in rc + rr)
+    elif name == "pairwise_once":
+        rng = random.Random(cfg.seed)
+        chosen_is_a = [rng.random() < 0.5 for _ in bench.rows]
+        first = [c if a else r for c, r, a in zip(chosen, rejected, chosen_is_a)]
+        second = [r if a else c for c, r, a in zip(chosen, rejected, chosen_is_a)]
+        picks = source.compare(prompts, first, second)
+        results = [rb.pairwise_once(p, a) for p, a in zip(picks, chosen_is_a)]
+        errors = sum(p not in ("A", "B") for p in picks)
+    else:
+        ab, ba = source.compare(prompts, chosen, rejected), source.compare(prompts, rejected, chosen)
+        results = [rb.both_orders(x, y) for x, y in zip(ab, ba)]
+        errors = sum(p not in ("A", "B") for p in ab + ba)
+    for row, v in zip(bench.rows, results):
+        per[row["subset"]].append(v)
+    out = {s: float(np.mean(v)) for s, v in sorted(per.items())}
+    return {"protocol": name, "per_subset": out, "overall": float(np.mean(list(out.values()))),
+            "verdict_parse_errors": errors}
 
 
 def table(res: dict) -> str:
@@ -169,6 +224,9 @@ def table(res: dict) -> str:
             elif isinstance(v, int):
                 lines.append(f"  {prefix}{k:<28} {v}")
     walk(res["scores"])
+    if res.get("judge_protocol"):
+        lines.append(f"judge protocol {res['judge_protocol']['protocol']} (reported apart from the scalar scores):")
+        walk({k: v for k, v in res["judge_protocol"].items() if k != "protocol"})
     return "\n".join(lines)
 
 

@@ -253,3 +253,53 @@ def test_score_flat_keeps_order_and_bounds_batches():
     cut = Cutter(prompt=3, response=2)
     assert cut("abcdef", "prompt") == "def" and cut("abcdef", "response") == "ab" and cut("a", "response") == "a"
     assert cut.cut == {"prompt": 1, "response": 1}
+
+
+def test_judge_protocol_scorers():
+    assert [rb.ratings_pair(*x) for x in [(7, 3), (3, 7), (5, 5), (None, 2)]] == [1.0, 0.0, 0.5, 0.5]
+    assert [rb.pairwise_once(p, a) for p, a in [("A", True), ("B", True), ("B", False), ("??", True)]] == [1, 0, 1, 0.5]
+    # chosen first then second: both right / both wrong / position-biased judge (always A) / an error
+    assert [rb.both_orders(*x) for x in [("A", "B"), ("B", "A"), ("A", "A"), (None, "B")]] == [1.0, 0.0, 0.5, 0.5]
+
+
+def test_position_biased_pairwise_judge_through_both_protocols(tmp_path):
+    """A stand-in judge that always answers 'A': the random-order-once protocol credits it exactly
+    where the chosen response happened to be shown first; both orders give it 0.5 everywhere."""
+    import random
+
+    from analysis.static import evaluate
+
+    class AlwaysA:
+        def score(self, prompts, responses):
+            return [0.0] * len(prompts)
+
+        def compare(self, prompts, first, second):
+            return ["A"] * len(prompts)
+
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": "good", "rejected": "bad", "subset": "s"}) + "\n"
+                         for i in range(40)))
+    cfg = OmegaConf.create({"bench": {"name": "t", "format": "rb1", "path": str(f), "limit": None},
+                            "reward": {"name": "always_a", "type": "length"}, "seed": 5, "batch_size": 8,
+                            "batch_chars": 1000, "max_chars": {"prompt": None, "response": None},
+                            "judge_protocol": "pairwise_once"})
+    res = evaluate(cfg, source=AlwaysA())
+    rng = random.Random(5)
+    expected = np.mean([rng.random() < 0.5 for _ in range(40)])
+    assert res["judge_protocol"]["overall"] == pytest.approx(expected)
+    assert res["scores"]["overall"] == 0.0  # the scalar path: equal scores are ties, counted wrong
+    cfg.judge_protocol = "both_orders"
+    assert evaluate(cfg, source=AlwaysA())["judge_protocol"]["overall"] == 0.5
+    cfg.judge_protocol = "ratings"
+    with pytest.raises(ValueError, match="has no generate_verdicts"):
+        evaluate(cfg, source=AlwaysA())
+
+
+def test_cli_lora_judge_ratings_protocol(tmp_path):
+    out = static_cli(tmp_path, "world=arith_small", "reward=judge", "bench=arith_v1", "bench.limit=24",
+                     "judge_protocol=ratings")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "static.json").read_text())
+    p = res["judge_protocol"]
+    assert p["protocol"] == "ratings" and 0 <= p["overall"] <= 1 and p["verdict_parse_errors"] >= 0
+    assert "judge protocol ratings" in out.stdout
