@@ -1,7 +1,8 @@
 """Rule-based verifiers: a reward only where an answer can be checked.
 
-`arith`: an `add` prompt scores 1 when the reply's core is the right sum; an open-ended prompt
-has no verifier and scores `unverifiable` (default 0), counted in `self.unverifiable`.
+`arith`: an `add` prompt scores 1 when the reply's core is the right sum; an open-ended prompt,
+or any text that is not an arith prompt (a real benchmark's), has no verifier and scores
+`unverifiable` (default 0), counted in `self.unverifiable`.
 """
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ class ArithVerifier:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         out = []
         for p, r in zip(prompts, responses):
-            item = parse_prompt(p)
-            if item.answer is None:
+            try:
+                item = parse_prompt(p)
+            except ValueError:
+                item = None
+            if item is None or item.answer is None:
                 self.unverifiable += 1
                 out.append(self.default)
             else:

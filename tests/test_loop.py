@@ -81,6 +81,16 @@ def test_pg_algos_run_and_log(algo, extra_tags, tmp_path):
     assert max(tb["sync/logprob_diff"]) < 1e-4
 
 
+def test_ppo_target_kl_stops_the_step_early(tmp_path):
+    """16 rollouts = one minibatch, 2 epochs: the first update starts on-policy (approx KL 0), the
+    second sees KL > target and is skipped. Dual-clip and the entropy bonus ride along."""
+    run(config(*SMALL, "algo=ppo", "algo.target_kl=1e-9", "algo.dual_clip=3.0", "algo.entropy_coef=0.01"),
+        str(tmp_path))
+    tb = scalars(tmp_path)
+    assert tb["policy/updates"] == [1.0, 1.0] and tb["policy/early_stopped"] == [1.0, 1.0]
+    assert tb["policy/approx_kl"] == pytest.approx([0.0, 0.0], abs=1e-8)  # only the on-policy minibatch ran
+
+
 def test_adaptive_controller_follows_the_measured_kl(tmp_path):
     """Wiring: each step's beta is the Ziegler update of the previous beta by the previous step's
     logged per-sequence k1 (B = 16 sequences a step)."""

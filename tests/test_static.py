@@ -303,3 +303,11 @@ def test_cli_lora_judge_ratings_protocol(tmp_path):
     p = res["judge_protocol"]
     assert p["protocol"] == "ratings" and 0 <= p["overall"] <= 1 and p["verdict_parse_errors"] >= 0
     assert "judge protocol ratings" in out.stdout
+
+
+def test_rule_verifier_scores_real_text_as_unverifiable():
+    from rewards.rule import ArithVerifier
+
+    v = ArithVerifier(unverifiable=0.5)
+    assert v.score(["Add together 3.7 and 6.2.", "Q:1+2="], ["9.9", "3"]) == [0.5, 1.0]
+    assert v.unverifiable == 1
