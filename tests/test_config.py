@@ -16,7 +16,8 @@ def test_every_config_option_composes(group, option):
     extra = ["policy.path=/some/model"] if (group, option) == ("policy", "path") else []
     if (group, option) == ("bench", "rewardmath"):
         extra = ["bench.path=/some/file.json"]
-    primary = "static" if group == "bench" else "config"  # benchmarks belong to the static harness
+    # benchmarks belong to the static harness; a study's parameters to its own primary config
+    primary = {"bench": "static", "study": option}.get(group, "config")
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(primary, overrides=[f"{group}={option}"] + extra)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

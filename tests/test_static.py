@@ -73,6 +73,8 @@ def test_rm_bench_triangles():
     s = rb.rm_bench_scores(m)
     # hard = upper right (0,1),(0,2),(1,2) = (0.5 + 0 + 0) / 3; easy = lower left (1,0),(2,0),(2,1) = 0.5
     assert s == pytest.approx({"hard": 1 / 6, "normal": 1 / 3, "easy": 0.5, "avg": 1 / 3})
+    # a tie counts as wrong in every cell (strict >)
+    assert np.array_equal(rb.rm_bench_matrix([[1, 1, 1]], [[1, 0, 2]]), np.array([[0, 1, 0]] * 3))
     with pytest.raises(ValueError, match="3 chosen and 3 rejected"):
         rb.rm_bench_matrix([[1, 2]], [[1, 2]])
 
