@@ -82,18 +82,21 @@ def plot(points: dict[str, list[dict]], fitted: dict, title: str, path: str) -> 
     for ax, kind, label in zip(axes, ("bon", "rl"), ("best-of-n", "RL")):
         pts = points[kind]
         d = [p["d"] for p in pts]
-        ax.plot(d, [p["proxy"] for p in pts], "o-", color="tab:orange", label="proxy (rel. to initial)")
-        ax.plot(d, [p["gold"] for p in pts], "o-", color="tab:blue", label="gold (rel. to initial)")
+        gold_ax = ax.twinx()  # gold moves by hundredths while the proxy moves by units: own scales
+        ax.plot(d, [p["proxy"] for p in pts], "o-", color="tab:orange", label="proxy")
+        gold_ax.plot(d, [p["gold"] for p in pts], "s-", color="tab:blue", label="gold")
         f = fitted[kind]
         if "alpha" in f:
             xs = np.linspace(0, max(d) * 1.05 if d else 1, 200)
-            ax.plot(xs, gao_curve(kind, xs, f["alpha"], f["beta"]), "--", color="tab:blue",
-                    label=f"fit α={f['alpha']:.3f} β={f['beta']:.3f}")
-        ax.axhline(0, color="grey", lw=0.5)
+            gold_ax.plot(xs, gao_curve(kind, xs, f["alpha"], f["beta"]), "--", color="tab:blue",
+                         label=f"gold fit α={f['alpha']:.3f} β={f['beta']:.3f}")
+        gold_ax.axhline(0, color="tab:blue", lw=0.5, ls=":")
         ax.set_xlabel("d = sqrt(KL) [sqrt(nats)]")
-        ax.set_ylabel("reward − initial")
+        ax.set_ylabel("proxy − initial", color="tab:orange")
+        gold_ax.set_ylabel("gold − initial", color="tab:blue")
         ax.set_title(label)
-        ax.legend(fontsize=8)
+        handles = ax.get_legend_handles_labels()[0] + gold_ax.get_legend_handles_labels()[0]
+        ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
