@@ -67,6 +67,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         from rl.algos.common import check_kl
 
         check_kl(cfg.algo.kl)
+        if hasattr(algo, "check"):
+            algo.check(cfg.algo)
         if "critic" in cfg.algo:
             from rl.algos.ppo import critic_path as resolve_critic
 

@@ -127,6 +127,7 @@ def test_critic_from_a_reward_model_starts_at_its_scores():
     (["algo.kl.placement=both"], "algo.kl.placement='both'; expected one of: reward, loss"),
     (["algo.kl.controller=adaptive", "algo.kl.target=0"], "algo.kl.controller=adaptive needs algo.kl.target > 0"),
     (["algo=ppo", "algo.critic.init=reward", "reward=cdr"], "algo.critic.init=reward needs a reward model"),
+    (["algo=rloo", "algo.samples_per_prompt=1"], "RLOO's leave-one-out baseline needs >= 2"),
     (["reward.type=oracle"], "unknown reward type 'oracle' (config key reward.type)"),
     (["reward=rm_l", "reward.path=/no/rm"], "model path '/no/rm' does not exist"),
     (["job=sleep"], "unknown job 'sleep' (config key job)"),

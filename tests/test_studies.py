@@ -23,3 +23,27 @@ def test_overopt_smoke(tmp_path):
     assert res["points"]["bon"][-1]["kl"] == 2.0794415416798357 - 7 / 8
     assert (tmp_path / "overopt.png").stat().st_size > 10_000
     assert "| curve | alpha | beta |" in (tmp_path / "report.md").read_text()
+
+
+def test_correlation_smoke_and_cache(tmp_path):
+    """Three sources on the reduced world with a tiny budget: every output with the expected keys,
+    sub-jobs run as Ray tasks, and a second run reuses all nine cached sub-results."""
+    args = [sys.executable, "-m", "analysis.correlation", "world=arith_small", "study.sources=[rm_l,cdr,rule]",
+            "algo.steps=2", "algo.prompts_per_step=4", "algo.samples_per_prompt=4", "eval.prompts=8", "eval.every=2",
+            "study.bon.n=4", "study.n_boot=50", f"cache_dir={tmp_path / 'cache'}"]
+    for run_dir in ("a", "b"):
+        out = subprocess.run([*args, f"hydra.run.dir={tmp_path / run_dir}"], capture_output=True, text=True,
+                             timeout=1200, cwd=REPO)
+        assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "b" / "correlation.json").read_text())
+    assert [r["source"] for r in res["rows"]] == ["rm_l", "cdr", "rule"]
+    assert len(res["cached"]) == 9  # the second run computed nothing
+    first = json.loads((tmp_path / "a" / "correlation.json").read_text())
+    assert first["cached"] == [] and first["rows"] == res["rows"]
+    for gain in ("bon_gain", "rl_gain"):
+        c = res["correlations"][gain]
+        assert c["n"] == 3 and {"pearson", "spearman", "kendall"} <= set(c)
+    rule = res["rows"][2]
+    assert 0.0 <= rule["static"] <= 1.0
+    assert (tmp_path / "b" / "correlation.png").stat().st_size > 10_000
+    assert "| source | static | BoN gain | RL gain |" in (tmp_path / "b" / "report.md").read_text()

@@ -7,6 +7,11 @@ from rl import losses as L
 from rl.algos import common
 
 
+def check(cfg) -> None:
+    if cfg.samples_per_prompt < 2:
+        raise ValueError(f"algo.samples_per_prompt={cfg.samples_per_prompt}: RLOO's leave-one-out baseline needs >= 2")
+
+
 def update(learner, rollouts, rewards: list[float]) -> dict:
     b = common.prepare(learner, rollouts, rewards)
     adv = L.rloo_advantages(common.sequence_rewards(learner, b), learner.cfg.samples_per_prompt)

@@ -1,0 +1,190 @@
+"""Does static reward-benchmark accuracy predict downstream gains? `python -m analysis.correlation`.
+
+For each reward source in `study.sources` (default: every world proxy RM, the judge, CDR):
+  static  accuracy on `study.bench` through the static harness (analysis/static.py);
+  bon     best-of-`study.bon.n` gold of the proxy-selected sample minus the base policy's mean
+          gold, on the eval prompts (one seeded pool, the same for every source);
+  rl      final minus initial eval gold of a fixed-budget run (`algo`, GRPO by default) on the proxy.
+Then Pearson, Spearman and Kendall tau between static accuracy and each gain with bootstrap 95%
+CIs over the sources (analysis/fits.py), a scatter PNG per gain, correlation.json and report.md.
+
+Each sub-job runs as a Ray task (num_cpus=0: it only orchestrates the loop's own actors;
+`study.parallel` at a time) and its result is cached under `<cache_dir>/studies/` by a hash of
+its resolved config, so a re-run reuses every finished sub-result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+
+import hydra
+import ray
+from omegaconf import DictConfig, OmegaConf
+
+
+def _sub_config(cfg: DictConfig, kind: str, source: str) -> dict:
+    """The resolved config of one sub-job: the run config with this source as the reward."""
+    base = OmegaConf.to_container(cfg, resolve=True)
+    base["reward"] = OmegaConf.to_container(OmegaConf.load(_conf("reward", source)), resolve=True)
+    study = base.pop("study")
+    if kind == "static":
+        return {"kind": kind, "world": base["world"], "reward": base["reward"],
+                "bench": OmegaConf.to_container(OmegaConf.load(_conf("bench", study["bench"]))),
+                "seed": base["seed"], "batch_size": 64, "batch_chars": 32768,
+                "max_chars": {"prompt": None, "response": None}, "cache_dir": base["cache_dir"]}
+    if kind == "bon":
+        base["algo"] = OmegaConf.to_container(OmegaConf.load(_conf("algo", "bon"))) | {"n_max": study["bon"]["n"]}
+    base["checkpoint"] = {"every": 0, "keep": 1}
+    return base | {"kind": kind}
+
+
+def _conf(group: str, name: str) -> str:
+    path = os.path.join(os.path.dirname(__file__), "..", "conf", group, f"{name}.yaml")
+    if not os.path.exists(path):
+        raise ValueError(f"no config {group}={name} ({path})")
+    return path
+
+
+def _key(sub: dict) -> str:
+    return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_sub(sub: dict) -> dict:
+    """One sub-job (inside a Ray task): static accuracy, or a BoN / RL run's gold gain."""
+    cfg = OmegaConf.create({k: v for k, v in sub.items() if k != "kind"})
+    t0 = time.time()
+    if sub["kind"] == "static":
+        from analysis.static import evaluate
+
+        res = evaluate(cfg)
+        return {"value": res["scores"]["overall"], "wall_s": round(time.time() - t0, 1)}
+    from rl.loop import run
+
+    with tempfile.TemporaryDirectory(prefix=f"corr-{sub['kind']}-") as d:
+        summary = run(cfg, d)
+    return {"value": summary["gold_final"] - summary["gold_initial"], "gold_initial": summary["gold_initial"],
+            "gold_final": summary["gold_final"], "proxy_initial": summary["proxy_initial"],
+            "proxy_final": summary["proxy_final"], "kl_final": summary["kl_final"], "wall_s": round(time.time() - t0, 1)}
+
+
+def collect(cfg: DictConfig) -> dict:
+    """Every (kind, source) sub-result, from the cache or computed by Ray tasks."""
+    from rl.cluster import init_ray
+
+    cache = os.path.join(cfg.cache_dir, "studies")
+    os.makedirs(cache, exist_ok=True)
+    jobs, results = [], {}
+    for source in cfg.study.sources:
+        for kind in ("static", "bon", "rl"):
+            sub = _sub_config(cfg, kind, source)
+            path = os.path.join(cache, f"{kind}-{source}-{_key(sub)}.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    results[(kind, source)] = json.load(f) | {"cached": True}
+            else:
+                jobs.append((kind, source, sub, path))
+    print(f"correlation: {len(results)} sub-results cached, {len(jobs)} to run ({cfg.study.parallel} at a time)")
+    if jobs:
+        init_ray(cfg.cluster)
+        task = ray.remote(num_cpus=0)(run_sub)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="sub-jobs", unit="job")
+        for i in range(0, len(jobs), cfg.study.parallel):
+            wave = jobs[i : i + cfg.study.parallel]
+            for (kind, source, _, path), res in zip(wave, ray.get([task.remote(s) for _, _, s, _ in wave])):
+                with open(path + ".tmp", "w") as f:
+                    json.dump(res, f)
+                os.replace(path + ".tmp", path)  # a crash never leaves a half-written cache entry
+                results[(kind, source)] = res | {"cached": False}
+                bar.update(1)
+        bar.close()
+    return results
+
+
+def analyse(cfg: DictConfig, results: dict) -> dict:
+    from analysis.fits import correlations
+
+    sources = list(cfg.study.sources)
+    rows = [{"source": s, "static": results[("static", s)]["value"], "bon_gain": results[("bon", s)]["value"],
+             "rl_gain": results[("rl", s)]["value"], "rl_kl": results[("rl", s)].get("kl_final")} for s in sources]
+    stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows], cfg.study.n_boot, cfg.seed)
+             for g in ("bon_gain", "rl_gain")}
+    return {"bench": cfg.study.bench, "bon_n": cfg.study.bon.n, "rl_algo": cfg.algo.name, "rl_steps": cfg.algo.steps,
+            "world": cfg.world.name, "rows": rows, "correlations": stats,
+            "sub_wall_s": {f"{k}/{s}": v["wall_s"] for (k, s), v in results.items()},
+            "cached": sorted(f"{k}/{s}" for (k, s), v in results.items() if v.get("cached"))}
+
+
+def scatter(res: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, gain, title in zip(axes, ("bon_gain", "rl_gain"), (f"best-of-{res['bon_n']}", f"RL ({res['rl_algo']})")):
+        x, y = [r["static"] for r in res["rows"]], [r[gain] for r in res["rows"]]
+        ax.scatter(x, y)
+        for r in res["rows"]:
+            ax.annotate(r["source"], (r["static"], r[gain]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        c = res["correlations"][gain]
+        ax.set_title(f"{title}: r={c['pearson']['value']:.2f}, ρ={c['spearman']['value']:.2f}, τ={c['kendall']['value']:.2f}")
+        ax.set_xlabel(f"static accuracy ({res['bench']})")
+        ax.set_ylabel("gold gain")
+        ax.axhline(0, color="grey", lw=0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(res: dict) -> str:
+    lines = [f"# Static accuracy vs downstream gold gain ({res['world']})", "",
+             f"Static: `{res['bench']}`. BoN: N={res['bon_n']}, gold of the proxy pick minus the base mean. "
+             f"RL: {res['rl_algo']} for {res['rl_steps']} steps, final minus initial eval gold.", "",
+             "| source | static | BoN gain | RL gain | RL KL |", "|---|---:|---:|---:|---:|"]
+    for r in res["rows"]:
+        kl = f"{r['rl_kl']:.2f}" if r["rl_kl"] is not None else "–"
+        lines.append(f"| {r['source']} | {r['static']:.3f} | {r['bon_gain']:+.3f} | {r['rl_gain']:+.3f} | {kl} |")
+    lines += ["", "| gain | Pearson r [95% CI] | Spearman ρ [95% CI] | Kendall τ [95% CI] | n |", "|---|---|---|---|---:|"]
+    for gain, c in res["correlations"].items():
+        cell = lambda k: f"{c[k]['value']:.2f} [{c[k]['ci_low']:.2f}, {c[k]['ci_high']:.2f}]"  # noqa: E731
+        lines.append(f"| {gain} | {cell('pearson')} | {cell('spearman')} | {cell('kendall')} | {c['n']} |")
+    lines += ["", f"Bootstrap: {next(iter(res['correlations'].values()))['n_boot']} resamples of the sources. "
+              f"Cached sub-results reused: {len(res['cached'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def study(cfg: DictConfig, out_dir: str) -> dict:
+    t0 = time.time()
+    if len(cfg.study.sources) < 3:
+        raise ValueError(f"study.sources needs at least 3 reward sources for a correlation, got {list(cfg.study.sources)}")
+    res = analyse(cfg, collect(cfg)) | {"wall_s": round(time.time() - t0, 1)}
+    with open(os.path.join(out_dir, "correlation.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    scatter(res, os.path.join(out_dir, "correlation.png"))
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(report(res))
+    return res
+
+
+@hydra.main(config_path="../conf", config_name="correlation", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
+    try:
+        res = study(cfg, out_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        ray.shutdown()
+    print(report(res))
+    print(f"outputs: {out_dir}/correlation.json, correlation.png, report.md")
+
+
+if __name__ == "__main__":
+    main()
