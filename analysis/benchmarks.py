@@ -187,11 +187,11 @@ def load(cfg, zoo_dir: Path | None = None) -> Bench:
     kind, adapt = ADAPTERS[cfg.format]
     if cfg.get("path"):
         paths = [cfg.path] if isinstance(cfg.path, str) else list(cfg.path)
-        sources = [(resolve_path(p, zoo_dir), None) for p in paths]
-        records = [(src, i, rec) for src, _ in sources for i, rec in enumerate(read_records(src))]
+        sources = [resolve_path(p, zoo_dir) for p in paths]
+        records = [(src, i, rec) for src in sources for i, rec in enumerate(read_records(src))]
     elif cfg.get("hf"):
         src = f"hf:{cfg.hf.name}[{cfg.hf.split}]"
-        sources = [(src, None)]
+        sources = [src]
         records = [(src, i, rec) for i, rec in enumerate(read_hf(cfg.hf.name, cfg.hf.split))]
     else:
         raise ValueError(f"benchmark {cfg.name!r}: set bench.path (a local file) or bench.hf.name and bench.hf.split")
@@ -209,8 +209,8 @@ def load(cfg, zoo_dir: Path | None = None) -> Bench:
             row["id"] = len(rows)
         rows.append(row)
     if not rows:
-        raise ValueError(f"benchmark {cfg.name!r}: no usable rows in {', '.join(s for s, _ in sources)}")
+        raise ValueError(f"benchmark {cfg.name!r}: no usable rows in {', '.join(sources)}")
     if cfg.get("limit") and cfg.limit < len(rows):
         keep = sorted(random.Random(cfg.get("seed", 0)).sample(range(len(rows)), cfg.limit))
         rows = [rows[i] for i in keep]
-    return Bench(cfg.name, kind, rows, ", ".join(s for s, _ in sources), len(records), dropped)
+    return Bench(cfg.name, kind, rows, ", ".join(sources), len(records), dropped)

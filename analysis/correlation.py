@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -25,28 +24,24 @@ import hydra
 import ray
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.study import cli, conf_file, write
+
 
 def _sub_config(cfg: DictConfig, kind: str, source: str) -> dict:
     """The resolved config of one sub-job: the run config with this source as the reward."""
     base = OmegaConf.to_container(cfg, resolve=True)
-    base["reward"] = OmegaConf.to_container(OmegaConf.load(_conf("reward", source)), resolve=True)
+    base["reward"] = OmegaConf.to_container(OmegaConf.load(conf_file("reward", source)), resolve=True)
     study = base.pop("study")
     if kind == "static":
+        harness = OmegaConf.load(conf_file("", "static"))  # the static CLI's own scoring settings
         return {"kind": kind, "world": base["world"], "reward": base["reward"],
-                "bench": OmegaConf.to_container(OmegaConf.load(_conf("bench", study["bench"]))),
-                "seed": base["seed"], "batch_size": 64, "batch_chars": 32768,
-                "max_chars": {"prompt": None, "response": None}, "cache_dir": base["cache_dir"]}
+                "bench": OmegaConf.to_container(OmegaConf.load(conf_file("bench", study["bench"]))),
+                "seed": base["seed"], "batch_size": harness.batch_size, "batch_chars": harness.batch_chars,
+                "max_chars": OmegaConf.to_container(harness.max_chars), "cache_dir": base["cache_dir"]}
     if kind == "bon":
-        base["algo"] = OmegaConf.to_container(OmegaConf.load(_conf("algo", "bon"))) | {"n_max": study["bon"]["n"]}
+        base["algo"] = OmegaConf.to_container(OmegaConf.load(conf_file("algo", "bon"))) | {"n_max": study["bon"]["n"]}
     base["checkpoint"] = {"every": 0, "keep": 1}
     return base | {"kind": kind}
-
-
-def _conf(group: str, name: str) -> str:
-    path = os.path.join(os.path.dirname(__file__), "..", "conf", group, f"{name}.yaml")
-    if not os.path.exists(path):
-        raise ValueError(f"no config {group}={name} ({path})")
-    return path
 
 
 def _key(sub: dict) -> str:
@@ -164,26 +159,14 @@ def study(cfg: DictConfig, out_dir: str) -> dict:
     if len(cfg.study.sources) < 3:
         raise ValueError(f"study.sources needs at least 3 reward sources for a correlation, got {list(cfg.study.sources)}")
     res = analyse(cfg, collect(cfg)) | {"wall_s": round(time.time() - t0, 1)}
-    with open(os.path.join(out_dir, "correlation.json"), "w") as f:
-        json.dump(res, f, indent=2)
     scatter(res, os.path.join(out_dir, "correlation.png"))
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(report(res))
+    write(out_dir, "correlation", res, report(res))
     return res
 
 
 @hydra.main(config_path="../conf", config_name="correlation", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    out_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
-    try:
-        res = study(cfg, out_dir)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        ray.shutdown()
-    print(report(res))
-    print(f"outputs: {out_dir}/correlation.json, correlation.png, report.md")
+    cli(study, report, cfg, "correlation.json, correlation.png, report.md", cleanup=ray.shutdown)
 
 
 if __name__ == "__main__":

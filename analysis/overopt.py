@@ -15,20 +15,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.fits import fit_gao, gao_curve
+from analysis.study import cli, conf_file, write
 
 
 def bon_points(cfg: DictConfig, out_dir: str) -> list[dict]:
     from rl.loop import run
 
     sub = OmegaConf.to_container(cfg, resolve=True)
-    sub["algo"] = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(_conf("algo", "bon")), cfg.study.bon))
+    sub["algo"] = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(conf_file("algo", "bon")), cfg.study.bon))
     run(OmegaConf.create(sub), _mkdir(out_dir, "bon"))
     with open(os.path.join(out_dir, "bon", "bon_curve.json")) as f:
         rows = json.load(f)
@@ -48,10 +48,6 @@ def rl_points(cfg: DictConfig, out_dir: str) -> list[dict]:
     return [{"step": r["step"], "kl": r["eval/kl"], "d": math.sqrt(max(r["eval/kl"], 0.0)),
              "gold": r["eval/reward_gold"] - g0, "proxy": r["eval/reward_proxy"] - p0,
              "gold_abs": r["eval/reward_gold"], "proxy_abs": r["eval/reward_proxy"]} for r in evals]
-
-
-def _conf(group: str, name: str) -> str:
-    return os.path.join(os.path.dirname(__file__), "..", "conf", group, f"{name}.yaml")
 
 
 def _mkdir(root: str, name: str) -> str:
@@ -137,24 +133,14 @@ def study(cfg: DictConfig, out_dir: str) -> dict:
     res = {"proxy": cfg.reward.name, "world": cfg.world.name, "algo": cfg.algo.name, "rl_steps": cfg.algo.steps,
            "kl_coef": cfg.algo.kl.coef, "kl_placement": cfg.algo.kl.placement, "bon_n_max": cfg.study.bon.n_max,
            "eval_prompts": cfg.eval.prompts, "points": points, "fits": fitted, "wall_s": round(time.time() - t0, 1)}
-    with open(os.path.join(out_dir, "overopt.json"), "w") as f:
-        json.dump(res, f, indent=2)
     plot(points, fitted, f"proxy {cfg.reward.name} vs gold ({cfg.world.name})", os.path.join(out_dir, "overopt.png"))
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(report(res))
+    write(out_dir, "overopt", res, report(res))
     return res
 
 
 @hydra.main(config_path="../conf", config_name="overopt", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    out_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
-    try:
-        res = study(cfg, out_dir)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(report(res))
-    print(f"outputs: {out_dir}/overopt.json, overopt.png, report.md")
+    cli(study, report, cfg, "overopt.json, overopt.png, report.md")
 
 
 if __name__ == "__main__":

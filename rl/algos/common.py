@@ -49,11 +49,16 @@ class Batch:
     scores: torch.Tensor     # (B,) the reward source's scores
 
 
+def _logprobs(model, ids, attn):
+    """Log-probs of the sampled tokens (B, T-1) and the full log-distributions (B, T-1, V)."""
+    logp_all = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float().log_softmax(-1)
+    return logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1), logp_all
+
+
 @torch.no_grad()
 def _forward(model, ids, attn):
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-    logp_all = logits.log_softmax(-1)
-    return logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1), -(logp_all.exp() * logp_all).sum(-1)
+    logp, logp_all = _logprobs(model, ids, attn)
+    return logp, -(logp_all.exp() * logp_all).sum(-1)
 
 
 def prepare(learner, rollouts, rewards: list[float]) -> Batch:
@@ -93,9 +98,7 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
             m = loss_mask[mb]
             if m.sum() == 0:
                 continue
-            logits = policy(input_ids=b.ids[mb], attention_mask=b.attn[mb]).logits[:, :-1].float()
-            logp_all = logits.log_softmax(-1)
-            logp = logp_all.gather(-1, b.ids[mb, 1:, None]).squeeze(-1)
+            logp, logp_all = _logprobs(policy, b.ids[mb], b.attn[mb])
             approx_kl = L.masked_mean(L.kl_estimate(b.old[mb], logp.detach(), "k3"), m).item()
             if cfg.target_kl is not None and approx_kl > cfg.target_kl:
                 stopped = True
