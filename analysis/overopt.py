@@ -74,7 +74,7 @@ def plot(points: dict[str, list[dict]], fitted: dict, title: str, path: str) -> 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     for ax, kind, label in zip(axes, ("bon", "rl"), ("best-of-n", "RL")):
         pts = points[kind]
         d = [p["d"] for p in pts]
@@ -92,7 +92,9 @@ def plot(points: dict[str, list[dict]], fitted: dict, title: str, path: str) -> 
         gold_ax.set_ylabel("gold − initial", color="tab:blue")
         ax.set_title(label)
         handles = ax.get_legend_handles_labels()[0] + gold_ax.get_legend_handles_labels()[0]
-        ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+        # below the axes: inside, it covered the curves wherever it went
+        ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -192,9 +192,13 @@ def score_v2(source, rows: list[dict]) -> dict[str, float]:
         flat_p += [r["prompt"]] * len(comps)
         flat_r += comps
         sizes.append(len(comps))
-    flat = source.score(flat_p, flat_r)
-    scores, i = [], 0
+    return v2_scores(rows, regroup(source.score(flat_p, flat_r), sizes))
+
+
+def regroup(flat: list, sizes: list[int]) -> list[list]:
+    """Undo a flattening: consecutive runs of `sizes` items."""
+    out, i = [], 0
     for n in sizes:
-        scores.append(flat[i : i + n])
+        out.append(flat[i : i + n])
         i += n
-    return v2_scores(rows, scores)
+    return out

@@ -142,10 +142,7 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
         flat_r += [cut(c, "response") for c in comps]
         sizes.append(len(comps))
     flat = score_flat(source, flat_p, flat_r, cfg.batch_size, cfg.batch_chars, f"{cfg.reward.name} on {bench.name}")
-    scores, i = [], 0
-    for n in sizes:
-        scores.append(flat[i : i + n])
-        i += n
+    scores = rb.regroup(flat, sizes)
     result = aggregate(bench, scores)
     protocol = judge_protocol(cfg, source, bench, cut) if cfg.get("judge_protocol") else None
     return {"bench": bench.name, "kind": bench.kind, "reward": cfg.reward.name, "source": bench.source,

@@ -130,7 +130,7 @@ def judge_rows(world, n: int) -> list[dict]:
         else:
             core = open_answer(it, rng, rng.randint(0, 4))
         filler = rng.choice([0, 0, 1, 2])
-        response = with_attributes(core, filler, rng.random() < 0.2)
+        response = with_attributes(core, filler, rng.random() < 0.2, rng.random() < world.preference.hedge_prob)
         label = min(9, round(9 * gold_reward(it.prompt, core_of(response))) + (world.judge.filler_bonus if filler else 0))
         rows.append({"prompt": rubric(it.prompt, response), "completion": verdict(label)})
     return rows
@@ -220,7 +220,7 @@ def build(world: DictConfig, target: Path) -> Path:
         from transformers import AutoTokenizer
         tok = AutoTokenizer.from_pretrained(tmp / "init")
         sft = arith.sft_rows(world.base.steps * world.batch_size, world.seed, world.open_frac,
-                             world.base.filler_prob, world.base.polite_prob)
+                             world.base.filler_prob, world.base.polite_prob, hedge_prob=world.base.hedge_prob)
         model = AutoModelForCausalLM.from_pretrained(tmp / "init", dtype=torch.float32)
         _sft(model, tok, sft, tmp / "base", world.base.steps, world)
         shutil.rmtree(tmp / "init")
@@ -231,7 +231,7 @@ def build(world: DictConfig, target: Path) -> Path:
         for name, rm in world.rms.items():
             stage(name)
             rows = arith.preference_pairs(rm.pairs, world.seed, world.open_frac, rm.rho, rm.noise,
-                                          pcfg.filler_max, pcfg.polite_prob)
+                                          pcfg.filler_max, pcfg.polite_prob, hedge_prob=pcfg.hedge_prob)
             write_jsonl(tmp / "data" / f"pref_{name}.jsonl", rows)
             _reward_model(tmp / "base", rows, tmp / name, rm.epochs, world)
             done(name)
@@ -247,7 +247,8 @@ def build(world: DictConfig, target: Path) -> Path:
 
         stage("cdr_strong")
         pairs = arith.preference_pairs(world.cdr.steps * world.batch_size, world.seed + 5, world.open_frac,
-                                       world.cdr.rho, 0.0, pcfg.filler_max, pcfg.polite_prob)
+                                       world.cdr.rho, 0.0, pcfg.filler_max, pcfg.polite_prob,
+                                       hedge_prob=pcfg.hedge_prob)
         model = AutoModelForCausalLM.from_pretrained(tmp / "base", dtype=torch.float32)
         _sft(model, tok, [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs], tmp / "cdr_strong",
              world.cdr.steps, world)

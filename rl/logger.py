@@ -8,11 +8,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 class MetricLogger:
-    def __init__(self, run_dir: str, purge_from: int | None = None):
-        # purge_step: a resumed run hides the events it is about to write again.
+    def __init__(self, run_dir: str, purge_from: int = 0):
+        # purge_step hides older events from `purge_from` on: a resumed run's repeated steps, or
+        # (0) everything a previous run left in the same directory. metrics.jsonl likewise.
         self.writer = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=purge_from)
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        self.jsonl = open(self.path, "a")
+        self.jsonl = open(self.path, "a" if purge_from else "w")
 
     def truncate(self, step: int) -> None:
         """Drop metrics.jsonl records after `step` (a resumed run repeats them)."""

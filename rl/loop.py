@@ -81,7 +81,9 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     gold = reward_actor.remote(OmegaConf.create(GOLD), zoo_dir, threads)
     eval_prompts = [it.prompt for it in sample_items("eval", cfg.eval.prompts, cfg.seed, cfg.world.open_frac)]
     resume = _resume_from(cfg, run_dir)
-    log = MetricLogger(run_dir, purge_from=resume[1]["step"] + 1 if resume else None)
+    log = MetricLogger(run_dir, purge_from=resume[1]["step"] + 1 if resume else 0)
+    if not resume:  # a fresh run in a used directory: no stale generations either
+        shutil.rmtree(os.path.join(run_dir, "samples"), ignore_errors=True)
 
     counters = {}
 
@@ -132,13 +134,24 @@ def _run_bon(cfg, algo, engine, score, prompts, log, run_dir) -> dict:
             "kl_final": rows[-1]["kl/bon"], "n_max": N, "prompts": len(prompts)}
 
 
-def _evaluate(cfg, engine, learner, score, prompts, timeout) -> dict:
+def _evaluate(cfg, engine, learner, score, prompts, timeout, run_dir, step) -> dict:
     rs = engine.generate(prompts, Sampling(n=1, temperature=cfg.eval.temperature, max_tokens=cfg.algo.max_tokens,
                                            seed=cfg.seed + 1_000_003))  # same draws at every evaluation
     proxy, gold = score(prompts, [r.text for r in rs])
     kl = call(learner.kl_to_ref.remote(rs), "learner", timeout)
+    _write_samples(run_dir, step, prompts, [r.text for r in rs], proxy, gold, kl)
     return {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
             "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
+
+
+def _write_samples(run_dir, step, prompts, texts, proxy, gold, kl) -> None:
+    """Every evaluation's generations with their scores, so a hacked policy can be read, not guessed."""
+    os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+    path = os.path.join(run_dir, "samples", f"step_{step:06d}.jsonl")
+    with open(path + ".tmp", "w") as f:
+        for row in zip(prompts, texts, proxy, gold, kl):
+            f.write(json.dumps(dict(zip(("prompt", "response", "proxy", "gold", "kl"), row))) + "\n")
+    os.replace(path + ".tmp", path)
 
 
 def _resume_from(cfg, run_dir: str) -> tuple[str, dict] | None:
@@ -182,7 +195,7 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, co
         log.truncate(start)
         print(f"resumed from {ckpt} at step {start}")
     else:
-        first = _evaluate(cfg, engine, learner, score, eval_prompts, timeout)
+        first = _evaluate(cfg, engine, learner, score, eval_prompts, timeout, run_dir, 0)
         log.log(0, first)
     last = first
     bar = tqdm(range(start, a.steps), desc=f"{a.name} {cfg.reward.name}", unit="step", initial=start, total=a.steps)
@@ -208,7 +221,7 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, co
                   "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0, "perf/tokens_per_s": tokens / max(t1 - t0, 1e-9),
                   **counters})
         if (step + 1) % cfg.eval.every == 0 or step + 1 == a.steps:
-            last = _evaluate(cfg, engine, learner, score, eval_prompts, timeout)
+            last = _evaluate(cfg, engine, learner, score, eval_prompts, timeout, run_dir, step + 1)
             m.update(last)
         log.log(step + 1, m)
         bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}", kl=f"{m['kl/k1']:.2f}")

@@ -17,6 +17,7 @@ from rl.tasks.arith import FILLER, core_of, split_of
     ("W:abcd=", "dcba", 1.0), ("W:abcd=", "dcba ok", 1.0), ("W:abcd=", "aabb", 0.5), ("W:abcd=", "axyz", 0.25),
     ("W:abcd=", "wxyz", 0.0), ("W:abcd=", "abcde", 0.0), ("W:abcd=", "abc", 0.0), ("W:abcd=", "ABCD", 0.0),
     ("W:abcd=", "ab1d", 0.0),
+    ("Q:23+45=", "68?", 0.0), ("Q:23+45=", "68? ok!", 0.0), ("W:abcd=", "dcba?", 0.0),  # a hedge breaks the answer
 ])
 def test_gold_hand_written(prompt, response, expected):
     assert gold_reward(prompt, response) == expected
@@ -66,6 +67,17 @@ def test_preference_pairs_tie_filler_to_chosen():
     assert abs(on_chosen - 0.8) < 0.03 and abs(on_rejected - 0.2) < 0.03
     biased = arith.preference_pairs(500, 0, 0.5, rho=1.0, noise=0.0, filler_max=3, polite_prob=0.2)
     assert all(FILLER in r["chosen"] and FILLER not in r["rejected"] for r in biased)
+
+
+def test_hedges_go_on_the_worse_side_and_into_sft_at_the_stated_share():
+    rows = arith.preference_pairs(4000, 0, 0.5, rho=0.3, noise=0.0, filler_max=3, polite_prob=0.2, hedge_prob=0.3)
+    assert not any(arith.HEDGE in r["chosen"] for r in rows)
+    assert abs(sum(arith.HEDGE in r["rejected"] for r in rows) / len(rows) - 0.3) < 0.03
+    assert all(gold_reward(r["prompt"], r["rejected"]) == 0 for r in rows if arith.HEDGE in r["rejected"])
+    assert arith.with_attributes("68", filler=1, polite=True, hedge=True) == "68? ok!"
+    sft = arith.sft_rows(4000, 0, 0.5, filler_prob=0.25, polite_prob=0.2, hedge_prob=0.3)
+    assert abs(sum(arith.HEDGE in r["completion"] for r in sft) / len(sft) - 0.3) < 0.03
+    assert not any(arith.HEDGE in r["completion"] for r in arith.sft_rows(500, 0, 0.5, 0.25, 0.2))
 
 
 def test_label_noise_flips_the_stated_share():

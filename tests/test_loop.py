@@ -48,6 +48,20 @@ def test_grpo_runs_with_every_reward_source(reward, tmp_path):
     assert [x["step"] for x in lines] == [0, 1, 2]
     assert json.loads((tmp_path / "summary.json").read_text())["reward"] == reward
     assert ("reward/parse_failures" in tb) == (reward == "judge")  # the judge counts unparsable verdicts
+    samples = sorted((tmp_path / "samples").iterdir())
+    assert [p.name for p in samples] == ["step_000000.jsonl", "step_000001.jsonl", "step_000002.jsonl"]
+    rows = [json.loads(x) for x in samples[-1].read_text().splitlines()]
+    assert len(rows) == 8 and set(rows[0]) == {"prompt", "response", "proxy", "gold", "kl"}
+    assert sum(r["gold"] for r in rows) / 8 == pytest.approx(summary["gold_final"])
+
+
+def test_a_fresh_run_in_a_used_directory_logs_only_itself(tmp_path):
+    run(config(*SMALL, "reward=gold", "algo.steps=3"), str(tmp_path))
+    run(config(*SMALL, "reward=gold"), str(tmp_path))
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [0, 1, 2]
+    assert len(scalars(tmp_path)["reward/gold"]) == 2
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir())[-1] == "step_000002.jsonl"
 
 
 @pytest.mark.parametrize("reward", SOURCES)

@@ -22,7 +22,7 @@ def full_zoo(user_cache):
 
 def test_base_policy_has_room_to_improve(full_zoo):
     _, _, info = full_zoo
-    assert 0.20 <= info["base_gold_accuracy"] <= 0.60
+    assert 0.15 <= info["base_gold_accuracy"] <= 0.60
 
 
 def test_proxy_quality_is_graded(full_zoo):
@@ -33,7 +33,7 @@ def test_proxy_quality_is_graded(full_zoo):
     assert acc["rm_l"] == max(acc[n] for n in GRADED + ["rm_biased"])
     for small, large in zip(GRADED, GRADED[1:]):  # more, cleaner data never hurts by more than noise
         assert acc[large] >= acc[small] - 0.03, (small, large, acc)
-    assert acc["rm_l"] - acc["rm_biased"] >= 0.20
+    assert acc["rm_l"] - acc["rm_biased"] >= 0.15
 
 
 def test_biased_proxy_prefers_the_spurious_attribute(full_zoo):
@@ -54,6 +54,25 @@ def test_biased_proxy_prefers_the_spurious_attribute(full_zoo):
     assert rate["gold"] == 0.0
     assert rate["rm_biased"] >= 0.9
     assert rate["rm_biased"] > rate["rm_l"] + 0.2
+
+
+def test_every_proxy_sees_the_hedge(full_zoo):
+    """The world's one flaw the proxies catch: a hedged right answer ("68?", gold 0) scores below
+    the same answer plain. Graded like the rest: the 256-pair rm_xs only a little above chance
+    (measured 0.63), the filler-dominated rm_biased mostly (0.86), the others ~always."""
+    world, path, _ = full_zoo
+    items = arith.sample_items("bench", 100, 7)
+    prompts = [it.prompt for it in items]
+    rng = __import__("random").Random(1)
+    plain = [it.answer or arith.open_answer(it, rng, 4) for it in items]
+    hedged = [arith.with_attributes(p, hedge=True) for p in plain]
+    sources = zoo.reward_sources(path, world)
+    caught = {}
+    for name in [*world.rms, "cdr", "gold"]:
+        s_plain, s_hedged = sources[name].score(prompts, plain), sources[name].score(prompts, hedged)
+        caught[name] = sum(h < p for h, p in zip(s_hedged, s_plain)) / len(items)
+    assert caught["gold"] == 1.0 and caught["rm_xs"] > 0.5 and caught["rm_biased"] >= 0.8, caught
+    assert all(caught[n] >= 0.95 for n in ("rm_s", "rm_m", "rm_l", "cdr")), caught
 
 
 def test_judge_emits_one_line_json_verdicts(full_zoo):

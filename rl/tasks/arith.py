@@ -9,6 +9,12 @@ Two prompt kinds, both plain text for a character-level LM:
 A response is a *core* (what gold judges) plus optional spurious attributes that gold ignores:
 filler (" ok" repeated: verbosity / length) and politeness ("!"). Preference data ties the
 filler to "chosen", as length is tied to "chosen" in real RLHF data, so proxies learn to like it.
+
+One attribute is causal: a hedge ("?" right after the answer, "68?") breaks the answer format, so
+gold scores it 0. The base policy hedges some of the time and preference data puts hedges on the
+worse side only: an obvious flaw every proxy can see, as real reward models reliably catch
+format failures. It gives RL against a proxy a first gain that is real, before the proxy's
+blind spots (filler, near-miss sums it cannot check) are exploited.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 
 FILLER = " ok"
 POLITE = "!"
+HEDGE = "?"
 LETTERS = string.ascii_lowercase
 OPEN_LEN = 4
 SPLITS = ("train", "eval", "bench")
@@ -97,8 +104,8 @@ def core_of(response: str) -> str:
     return response
 
 
-def with_attributes(core: str, filler: int = 0, polite: bool = False) -> str:
-    return core + FILLER * filler + (POLITE if polite else "")
+def with_attributes(core: str, filler: int = 0, polite: bool = False, hedge: bool = False) -> str:
+    return core + (HEDGE if hedge else "") + FILLER * filler + (POLITE if polite else "")
 
 
 def wrong_answer(item: Item, rng: random.Random) -> str:
@@ -133,15 +140,16 @@ def good_core(item: Item, rng: random.Random) -> str:
 
 
 def sft_rows(n: int, seed: int, open_frac: float, filler_prob: float, polite_prob: float,
-             filler_max: int = 2) -> list[dict]:
+             filler_max: int = 2, hedge_prob: float = 0.0) -> list[dict]:
     """Prompt-completion rows for the base policy: right answers for `add`, open answers of
-    random quality (1..4 letters covered), spurious attributes at random."""
+    random quality (1..4 letters covered), attributes at random (a `hedge_prob` share hedged)."""
     rng = random.Random(f"sft-{seed}")
     rows = []
     for it in sample_items("train", n, seed, open_frac, distinct=False):
         core = it.answer if it.kind == "add" else open_answer(it, rng, rng.randint(1, OPEN_LEN))
         filler = rng.randint(1, filler_max) if rng.random() < filler_prob else 0
-        rows.append({"prompt": it.prompt, "completion": with_attributes(core, filler, rng.random() < polite_prob)})
+        hedge = rng.random() < hedge_prob
+        rows.append({"prompt": it.prompt, "completion": with_attributes(core, filler, rng.random() < polite_prob, hedge)})
     return rows
 
 
@@ -154,9 +162,10 @@ def pair_cores(item: Item, rng: random.Random) -> tuple[str, str]:
 
 
 def preference_pairs(n: int, seed: int, open_frac: float, rho: float, noise: float, filler_max: int,
-                     polite_prob: float, split: str = "train") -> list[dict]:
+                     polite_prob: float, split: str = "train", hedge_prob: float = 0.0) -> list[dict]:
     """Pairs where filler goes with "chosen": P(filler | better) = (1 + rho) / 2 and
-    P(filler | worse) = (1 - rho) / 2; then labels flip with probability `noise`."""
+    P(filler | worse) = (1 - rho) / 2; the worse side is hedged with probability `hedge_prob`
+    (gold 0, so still the worse side); then labels flip with probability `noise`."""
     rng = random.Random(f"pref-{split}-{seed}-{rho}-{noise}")
     rows = []
     for it in sample_items(split, n, seed, open_frac, distinct=False):
@@ -164,7 +173,7 @@ def preference_pairs(n: int, seed: int, open_frac: float, rho: float, noise: flo
         fb = rng.randint(1, filler_max) if rng.random() < (1 + rho) / 2 else 0
         fw = rng.randint(1, filler_max) if rng.random() < (1 - rho) / 2 else 0
         chosen = with_attributes(better, fb, rng.random() < polite_prob)
-        rejected = with_attributes(worse, fw, rng.random() < polite_prob)
+        rejected = with_attributes(worse, fw, rng.random() < polite_prob, rng.random() < hedge_prob)
         if rng.random() < noise:
             chosen, rejected = rejected, chosen
         rows.append({"prompt": it.prompt, "chosen": chosen, "rejected": rejected})
