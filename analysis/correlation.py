@@ -4,13 +4,16 @@ For each reward source in `study.sources` (default: every world proxy RM, the ju
   static  accuracy on `study.bench` through the static harness (analysis/static.py);
   bon     best-of-`study.bon.n` gold of the proxy-selected sample minus the base policy's mean
           gold, on the eval prompts (one seeded pool, the same for every source);
-  rl      final minus initial eval gold of a fixed-budget run (`algo`, GRPO by default) on the proxy.
+  rl      final minus initial eval gold of a fixed-budget run (`algo`, GRPO by default) on the proxy;
+          rl_peak: the best eval gold of that run minus initial (an oracle early stop: what the
+          proxy could give before it was overoptimized), from the same run's `eval.every` points.
 Then Pearson, Spearman and Kendall tau between static accuracy and each gain with bootstrap 95%
 CIs over the sources (analysis/fits.py), a scatter PNG per gain, correlation.json and report.md.
 
 Each sub-job runs as a Ray task (num_cpus=0: it only orchestrates the loop's own actors;
 `study.parallel` at a time) and its result is cached under `<cache_dir>/studies/` by a hash of
-its resolved config, so a re-run reuses every finished sub-result.
+its resolved config and of the world zoo's key (so a change to the world's code invalidates it
+too), and a re-run reuses every finished sub-result.
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.study import cli, conf_file, write
+
+
+GAINS = ("bon_gain", "rl_gain", "rl_peak_gain")
 
 
 def _sub_config(cfg: DictConfig, kind: str, source: str) -> dict:
@@ -61,7 +67,12 @@ def run_sub(sub: dict) -> dict:
 
     with tempfile.TemporaryDirectory(prefix=f"corr-{sub['kind']}-") as d:
         summary = run(cfg, d)
+        peak = None
+        if sub["kind"] == "rl":
+            with open(os.path.join(d, "metrics.jsonl")) as f:
+                peak = max(r["eval/reward_gold"] for r in map(json.loads, f) if "eval/reward_gold" in r)
     return {"value": summary["gold_final"] - summary["gold_initial"], "gold_initial": summary["gold_initial"],
+            "peak_value": None if peak is None else peak - summary["gold_initial"],
             "gold_final": summary["gold_final"], "proxy_initial": summary["proxy_initial"],
             "proxy_final": summary["proxy_final"], "kl_final": summary["kl_final"], "wall_s": round(time.time() - t0, 1)}
 
@@ -70,13 +81,16 @@ def collect(cfg: DictConfig) -> dict:
     """Every (kind, source) sub-result, from the cache or computed by Ray tasks."""
     from rl.cluster import init_ray
 
+    from policies.zoo import zoo_key
+
     cache = os.path.join(cfg.cache_dir, "studies")
     os.makedirs(cache, exist_ok=True)
     jobs, results = [], {}
+    world = zoo_key(cfg.world)
     for source in cfg.study.sources:
         for kind in ("static", "bon", "rl"):
             sub = _sub_config(cfg, kind, source)
-            path = os.path.join(cache, f"{kind}-{source}-{_key(sub)}.json")
+            path = os.path.join(cache, f"{kind}-{source}-{_key(sub | {'zoo_key': world})}.json")
             if os.path.exists(path):
                 with open(path) as f:
                     results[(kind, source)] = json.load(f) | {"cached": True}
@@ -106,9 +120,10 @@ def analyse(cfg: DictConfig, results: dict) -> dict:
 
     sources = list(cfg.study.sources)
     rows = [{"source": s, "static": results[("static", s)]["value"], "bon_gain": results[("bon", s)]["value"],
-             "rl_gain": results[("rl", s)]["value"], "rl_kl": results[("rl", s)].get("kl_final")} for s in sources]
+             "rl_gain": results[("rl", s)]["value"], "rl_peak_gain": results[("rl", s)]["peak_value"],
+             "rl_kl": results[("rl", s)].get("kl_final")} for s in sources]
     stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows], cfg.study.n_boot, cfg.seed)
-             for g in ("bon_gain", "rl_gain")}
+             for g in GAINS}
     return {"bench": cfg.study.bench, "bon_n": cfg.study.bon.n, "rl_algo": cfg.algo.name, "rl_steps": cfg.algo.steps,
             "world": cfg.world.name, "rows": rows, "correlations": stats,
             "sub_wall_s": {f"{k}/{s}": v["wall_s"] for (k, s), v in results.items()},
@@ -121,14 +136,16 @@ def scatter(res: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, gain, title in zip(axes, ("bon_gain", "rl_gain"), (f"best-of-{res['bon_n']}", f"RL ({res['rl_algo']})")):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    titles = (f"best-of-{res['bon_n']}", f"RL {res['rl_algo']}, final", f"RL {res['rl_algo']}, peak")
+    for ax, gain, title in zip(axes, GAINS, titles):
         x, y = [r["static"] for r in res["rows"]], [r[gain] for r in res["rows"]]
         ax.scatter(x, y)
         for r in res["rows"]:
             ax.annotate(r["source"], (r["static"], r[gain]), fontsize=8, xytext=(3, 3), textcoords="offset points")
         c = res["correlations"][gain]
-        ax.set_title(f"{title}: r={c['pearson']['value']:.2f}, ρ={c['spearman']['value']:.2f}, τ={c['kendall']['value']:.2f}")
+        ax.set_title(f"{title}: r={c['pearson']['value']:.2f}, ρ={c['spearman']['value']:.2f}, "
+                     f"τ={c['kendall']['value']:.2f}", fontsize=10)
         ax.set_xlabel(f"static accuracy ({res['bench']})")
         ax.set_ylabel("gold gain")
         ax.axhline(0, color="grey", lw=0.5)
@@ -140,11 +157,13 @@ def scatter(res: dict, path: str) -> None:
 def report(res: dict) -> str:
     lines = [f"# Static accuracy vs downstream gold gain ({res['world']})", "",
              f"Static: `{res['bench']}`. BoN: N={res['bon_n']}, gold of the proxy pick minus the base mean. "
-             f"RL: {res['rl_algo']} for {res['rl_steps']} steps, final minus initial eval gold.", "",
-             "| source | static | BoN gain | RL gain | RL KL |", "|---|---:|---:|---:|---:|"]
+             f"RL: {res['rl_algo']} for {res['rl_steps']} steps, final minus initial eval gold (RL gain) and the "
+             f"best eval gold of the run minus initial (RL peak gain, an oracle early stop).", "",
+             "| source | static | BoN gain | RL gain | RL peak gain | RL KL |", "|---|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         kl = f"{r['rl_kl']:.2f}" if r["rl_kl"] is not None else "–"
-        lines.append(f"| {r['source']} | {r['static']:.3f} | {r['bon_gain']:+.3f} | {r['rl_gain']:+.3f} | {kl} |")
+        lines.append(f"| {r['source']} | {r['static']:.3f} | {r['bon_gain']:+.3f} | {r['rl_gain']:+.3f} | "
+                     f"{r['rl_peak_gain']:+.3f} | {kl} |")
     lines += ["", "| gain | Pearson r [95% CI] | Spearman ρ [95% CI] | Kendall τ [95% CI] | n |", "|---|---|---|---|---:|"]
     for gain, c in res["correlations"].items():
         cell = lambda k: f"{c[k]['value']:.2f} [{c[k]['ci_low']:.2f}, {c[k]['ci_high']:.2f}]"  # noqa: E731

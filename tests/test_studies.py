@@ -40,10 +40,12 @@ def test_correlation_smoke_and_cache(tmp_path):
     assert len(res["cached"]) == 9  # the second run computed nothing
     first = json.loads((tmp_path / "a" / "correlation.json").read_text())
     assert first["cached"] == [] and first["rows"] == res["rows"]
-    for gain in ("bon_gain", "rl_gain"):
+    for r in res["rows"]:  # the peak is over the run's evals, the initial one included
+        assert r["rl_peak_gain"] >= max(r["rl_gain"], 0.0)
+    for gain in ("bon_gain", "rl_gain", "rl_peak_gain"):
         c = res["correlations"][gain]
         assert c["n"] == 3 and {"pearson", "spearman", "kendall"} <= set(c)
     rule = res["rows"][2]
     assert 0.0 <= rule["static"] <= 1.0
     assert (tmp_path / "b" / "correlation.png").stat().st_size > 10_000
-    assert "| source | static | BoN gain | RL gain |" in (tmp_path / "b" / "report.md").read_text()
+    assert "| source | static | BoN gain | RL gain | RL peak gain |" in (tmp_path / "b" / "report.md").read_text()
