@@ -20,12 +20,29 @@ def conf_file(group: str, name: str) -> str:
 
 
 def write(out_dir: str, name: str, res: dict, report: str) -> None:
-    """<name>.json and report.md, each written aside and renamed (nothing half-written)."""
-    for file, text in ((f"{name}.json", json.dumps(res, indent=2)), ("report.md", report)):
+    """<name>.json, report.md and report.html (the report with <name>.png inlined: one file to
+    mail or open in a browser), each written aside and renamed (nothing half-written)."""
+    files = ((f"{name}.json", json.dumps(res, indent=2)), ("report.md", report),
+             ("report.html", html(report, os.path.join(out_dir, f"{name}.png"))))
+    for file, text in files:
         path = os.path.join(out_dir, file)
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)
+
+
+def html(report: str, png: str) -> str:
+    import base64
+
+    import markdown
+
+    body = markdown.markdown(report, extensions=["tables"])
+    if os.path.exists(png):
+        with open(png, "rb") as f:
+            body += f'\n<p><img alt="plot" style="max-width:100%" src="data:image/png;base64,{base64.b64encode(f.read()).decode()}"></p>'
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>\n{body}\n</body></html>\n"
 
 
 def cli(study, report, cfg, outputs: str, cleanup=None) -> None:

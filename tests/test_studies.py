@@ -23,6 +23,8 @@ def test_overopt_smoke(tmp_path):
     assert res["points"]["bon"][-1]["kl"] == 2.0794415416798357 - 7 / 8
     assert (tmp_path / "overopt.png").stat().st_size > 10_000
     assert "| curve | alpha | beta |" in (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert "<table>" in page and ">alpha</th>" in page and "data:image/png;base64," in page
 
 
 def test_correlation_smoke_and_cache(tmp_path):
@@ -49,3 +51,5 @@ def test_correlation_smoke_and_cache(tmp_path):
     assert 0.0 <= rule["static"] <= 1.0
     assert (tmp_path / "b" / "correlation.png").stat().st_size > 10_000
     assert "| source | static | BoN gain | RL gain | RL peak gain |" in (tmp_path / "b" / "report.md").read_text()
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert ">RL peak gain</th>" in page and "data:image/png;base64," in page
