@@ -125,6 +125,7 @@ def analyse(cfg: DictConfig, results: dict) -> dict:
     stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows], cfg.study.n_boot, cfg.seed)
              for g in GAINS}
     return {"bench": cfg.study.bench, "bon_n": cfg.study.bon.n, "rl_algo": cfg.algo.name, "rl_steps": cfg.algo.steps,
+            "rl_kl": {"coef": cfg.algo.kl.coef, "placement": cfg.algo.kl.placement, "estimator": cfg.algo.kl.estimator},
             "world": cfg.world.name, "rows": rows, "correlations": stats,
             "sub_wall_s": {f"{k}/{s}": v["wall_s"] for (k, s), v in results.items()},
             "cached": sorted(f"{k}/{s}" for (k, s), v in results.items() if v.get("cached"))}
@@ -157,7 +158,8 @@ def scatter(res: dict, path: str) -> None:
 def report(res: dict) -> str:
     lines = [f"# Static accuracy vs downstream gold gain ({res['world']})", "",
              f"Static: `{res['bench']}`. BoN: N={res['bon_n']}, gold of the proxy pick minus the base mean. "
-             f"RL: {res['rl_algo']} for {res['rl_steps']} steps, final minus initial eval gold (RL gain) and the "
+             f"RL: {res['rl_algo']} for {res['rl_steps']} steps (KL coef {res['rl_kl']['coef']}, "
+             f"{res['rl_kl']['estimator']} in the {res['rl_kl']['placement']}), final minus initial eval gold (RL gain) and the "
              f"best eval gold of the run minus initial (RL peak gain, an oracle early stop).", "",
              "| source | static | BoN gain | RL gain | RL peak gain | RL KL |", "|---|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
