@@ -13,7 +13,8 @@ CIs over the sources (analysis/fits.py), a scatter PNG per gain, correlation.jso
 Each sub-job runs as a Ray task (num_cpus=0: it only orchestrates the loop's own actors;
 `study.parallel` at a time) and its result is cached under `<cache_dir>/studies/` by a hash of
 its resolved config and of the world zoo's key (so a change to the world's code invalidates it
-too), and a re-run reuses every finished sub-result.
+too), and a re-run reuses every finished sub-result. The key does not cover the loop's own code
+(rl/): after changing an algorithm, delete `<cache_dir>/studies/`.
 """
 from __future__ import annotations
 
