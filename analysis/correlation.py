@@ -29,6 +29,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.study import cli, conf_file, write
+from rl.logger import read_evals, write_atomic
 
 
 GAINS = ("bon_gain", "rl_gain", "rl_peak_gain")
@@ -68,10 +69,7 @@ def run_sub(sub: dict) -> dict:
 
     with tempfile.TemporaryDirectory(prefix=f"corr-{sub['kind']}-") as d:
         summary = run(cfg, d)
-        peak = None
-        if sub["kind"] == "rl":
-            with open(os.path.join(d, "metrics.jsonl")) as f:
-                peak = max(r["eval/reward_gold"] for r in map(json.loads, f) if "eval/reward_gold" in r)
+        peak = max(r["eval/reward_gold"] for r in read_evals(d)) if sub["kind"] == "rl" else None
     return {"value": summary["gold_final"] - summary["gold_initial"], "gold_initial": summary["gold_initial"],
             "peak_value": None if peak is None else peak - summary["gold_initial"],
             "gold_final": summary["gold_final"], "proxy_initial": summary["proxy_initial"],
@@ -80,9 +78,8 @@ def run_sub(sub: dict) -> dict:
 
 def collect(cfg: DictConfig) -> dict:
     """Every (kind, source) sub-result, from the cache or computed by Ray tasks."""
-    from rl.cluster import init_ray
-
     from policies.zoo import zoo_key
+    from rl.cluster import init_ray
 
     cache = os.path.join(cfg.cache_dir, "studies")
     os.makedirs(cache, exist_ok=True)
@@ -107,9 +104,7 @@ def collect(cfg: DictConfig) -> dict:
         for i in range(0, len(jobs), cfg.study.parallel):
             wave = jobs[i : i + cfg.study.parallel]
             for (kind, source, _, path), res in zip(wave, ray.get([task.remote(s) for _, _, s, _ in wave])):
-                with open(path + ".tmp", "w") as f:
-                    json.dump(res, f)
-                os.replace(path + ".tmp", path)  # a crash never leaves a half-written cache entry
+                write_atomic(path, json.dumps(res))
                 results[(kind, source)] = res | {"cached": False}
                 bar.update(1)
         bar.close()

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.fits import fit_gao, gao_curve
 from analysis.study import cli, conf_file, write
+from rl.logger import read_evals
 
 
 def bon_points(cfg: DictConfig, out_dir: str) -> list[dict]:
@@ -41,8 +42,7 @@ def rl_points(cfg: DictConfig, out_dir: str) -> list[dict]:
     from rl.loop import run
 
     run(cfg, _mkdir(out_dir, "rl"))
-    with open(os.path.join(out_dir, "rl", "metrics.jsonl")) as f:
-        evals = [r for r in map(json.loads, f) if "eval/reward_gold" in r]
+    evals = read_evals(os.path.join(out_dir, "rl"))
     g0, p0 = evals[0]["eval/reward_gold"], evals[0]["eval/reward_proxy"]
     # k1 averaged over samples can dip below 0 by sampling noise near the start: d = sqrt(max(KL, 0))
     return [{"step": r["step"], "kl": r["eval/kl"], "d": math.sqrt(max(r["eval/kl"], 0.0)),

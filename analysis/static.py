@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from analysis import rewardbench as rb
 from analysis.benchmarks import Bench, load
+from rl.logger import write_atomic
 
 MODEL_TYPES = ("rm", "lora_judge", "cdr", "combination")
 
@@ -237,9 +238,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     res["config"] = OmegaConf.to_container(cfg, resolve=True)
     path = os.path.join(out_dir, "static.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(res, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, json.dumps(res, indent=1))
     print(table(res))
     print(f"results: {path}")
 

@@ -8,6 +8,8 @@ import sys
 
 import hydra
 
+from rl.logger import write_atomic
+
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 
 
@@ -25,10 +27,7 @@ def write(out_dir: str, name: str, res: dict, report: str) -> None:
     files = ((f"{name}.json", json.dumps(res, indent=2)), ("report.md", report),
              ("report.html", html(report, os.path.join(out_dir, f"{name}.png"))))
     for file, text in files:
-        path = os.path.join(out_dir, file)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        write_atomic(os.path.join(out_dir, file), text)
 
 
 def html(report: str, png: str) -> str:

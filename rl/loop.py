@@ -137,21 +137,22 @@ def _run_bon(cfg, algo, engine, score, prompts, log, run_dir) -> dict:
 def _evaluate(cfg, engine, learner, score, prompts, timeout, run_dir, step) -> dict:
     rs = engine.generate(prompts, Sampling(n=1, temperature=cfg.eval.temperature, max_tokens=cfg.algo.max_tokens,
                                            seed=cfg.seed + 1_000_003))  # same draws at every evaluation
-    proxy, gold = score(prompts, [r.text for r in rs])
+    texts = [r.text for r in rs]
+    proxy, gold = score(prompts, texts)
     kl = call(learner.kl_to_ref.remote(rs), "learner", timeout)
-    _write_samples(run_dir, step, prompts, [r.text for r in rs], proxy, gold, kl)
+    _write_samples(run_dir, step, prompts, texts, proxy, gold, kl)
     return {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
             "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
 
 
 def _write_samples(run_dir, step, prompts, texts, proxy, gold, kl) -> None:
     """Every evaluation's generations with their scores, so a hacked policy can be read, not guessed."""
+    from rl.logger import write_atomic
+
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
-    path = os.path.join(run_dir, "samples", f"step_{step:06d}.jsonl")
-    with open(path + ".tmp", "w") as f:
-        for row in zip(prompts, texts, proxy, gold, kl):
-            f.write(json.dumps(dict(zip(("prompt", "response", "proxy", "gold", "kl"), row))) + "\n")
-    os.replace(path + ".tmp", path)
+    keys = ("prompt", "response", "proxy", "gold", "kl")
+    write_atomic(os.path.join(run_dir, "samples", f"step_{step:06d}.jsonl"),
+                 "".join(json.dumps(dict(zip(keys, row))) + "\n" for row in zip(prompts, texts, proxy, gold, kl)))
 
 
 def _resume_from(cfg, run_dir: str) -> tuple[str, dict] | None:
