@@ -5,8 +5,9 @@ Kinds (what the scorer in analysis/rewardbench.py expects):
   pairs        prompt, chosen, rejected, subset, id                     (RewardBench v1)
   v2           id, prompt, chosen[], rejected[], num_correct, subset    (RewardBench 2; index 0 correct)
   one_vs_many  prompt, chosen[], rejected[], subset, id                 (RewardMATH)
-  bon          prompt, completions[], correct[], subset, id             (best-of-n pick)
-  rm_bench     prompt, chosen[3], rejected[3], subset (domain), id      (RM-Bench styles)
+  bon          prompt, completions[], correct[], subset, id             (best-of-n pick; correct: bools or float gold)
+  rm_bench     prompt, chosen[3], rejected[3], subset, id               (RM-Bench styles; subset = the
+               record's `domain`, e.g. safety-refuse: scored in its domain, the part before '-')
 
 Schema errors name the file, the row and the field. Rows an adapter cannot use (e.g. a GSM8K
 question with no wrong solution) are dropped *and counted* by reason.

@@ -1,14 +1,17 @@
 """Does static reward-benchmark accuracy predict downstream gains? `python -m analysis.correlation`.
 
 For each reward source in `study.sources` (default: every world proxy RM, the judge, CDR):
-  static  accuracy on `study.bench` through the static harness (analysis/static.py);
+  static  accuracy on `study.bench` through the static harness (analysis/static.py), once: it does
+          not depend on the run seed (a bench `limit` subsamples with the bench's own seed);
   bon     best-of-`study.bon.n` gold of the proxy-selected sample minus the base policy's mean
-          gold, on the eval prompts (one seeded pool, the same for every source);
+          gold, on the eval prompts (one seeded pool per seed, the same for every source);
   rl      final minus initial eval gold of a fixed-budget run (`algo`, GRPO by default) on the proxy;
           rl_peak: the best eval gold of that run minus initial (an oracle early stop: what the
           proxy could give before it was overoptimized), from the same run's `eval.every` points.
-Then Pearson, Spearman and Kendall tau between static accuracy and each gain with bootstrap 95%
-CIs over the sources (analysis/fits.py), a scatter PNG per gain, correlation.json and report.md.
+bon and rl run once per seed in `study.seeds`; each gain is the mean over seeds (its per-seed sd in
+the table and as error bars). Then Pearson, Spearman and Kendall tau between static accuracy and
+each mean gain with Fisher-z 95% intervals over the sources (analysis/fits.py), a scatter PNG per
+gain, correlation.json and report.md; the report says which intervals are too wide to conclude.
 
 Each sub-job runs as a Ray task (num_cpus=0: it only orchestrates the loop's own actors;
 `study.parallel` at a time) and its result is cached under `<cache_dir>/studies/` by a hash of
@@ -25,19 +28,24 @@ import tempfile
 import time
 
 import hydra
+import numpy as np
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.study import cli, conf_file, write
+from analysis.study import cli, conf_file, seeds, write
 from rl.logger import read_evals, write_atomic
 
 
 GAINS = ("bon_gain", "rl_gain", "rl_peak_gain")
+NAMES = {"pearson": "Pearson", "spearman": "Spearman", "kendall": "Kendall"}
 
 
-def _sub_config(cfg: DictConfig, kind: str, source: str) -> dict:
-    """The resolved config of one sub-job: the run config with this source as the reward."""
+def _sub_config(cfg: DictConfig, kind: str, source: str, seed: int | None = None) -> dict:
+    """The resolved config of one sub-job: the run config with this source as the reward and, for
+    bon and rl, `seed` as the run seed (part of the cache key: one cached result per seed)."""
     base = OmegaConf.to_container(cfg, resolve=True)
+    if kind != "static":
+        base["seed"] = seed
     base["reward"] = OmegaConf.to_container(OmegaConf.load(conf_file("reward", source)), resolve=True)
     study = base.pop("study")
     if kind == "static":
@@ -45,7 +53,8 @@ def _sub_config(cfg: DictConfig, kind: str, source: str) -> dict:
         return {"kind": kind, "world": base["world"], "reward": base["reward"],
                 "bench": OmegaConf.to_container(OmegaConf.load(conf_file("bench", study["bench"]))),
                 "seed": base["seed"], "batch_size": harness.batch_size, "batch_chars": harness.batch_chars,
-                "max_chars": OmegaConf.to_container(harness.max_chars), "cache_dir": base["cache_dir"]}
+                "max_chars": OmegaConf.to_container(harness.max_chars), "cache_dir": base["cache_dir"],
+                "metric": study.get("static_metric", "overall")}
     if kind == "bon":
         base["algo"] = OmegaConf.to_container(OmegaConf.load(conf_file("algo", "bon"))) | {"n_max": study["bon"]["n"]}
     base["checkpoint"] = {"every": 0, "keep": 1}
@@ -56,6 +65,28 @@ def _key(sub: dict) -> str:
     return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def static_metric(res: dict, path: str) -> float:
+    """The number `study.static_metric` names in a static result's scores ('/' walks nested keys:
+    `accuracy` for one_vs_many and bon benches, `over_domains_present/hard` for rm_bench)."""
+    value = res["scores"]
+    for key in path.split("/"):
+        value = value.get(key) if isinstance(value, dict) else None
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise ValueError(f"study.static_metric={path!r} is not a number in the scores of bench {res['bench']!r}; "
+                     f"it has: {', '.join(_numbers(res['scores']))}")
+
+
+def _numbers(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _numbers(v, f"{prefix}{k}/")
+        elif isinstance(v, (int, float)):
+            out.append(f"{prefix}{k}")
+    return out
+
+
 def run_sub(sub: dict) -> dict:
     """One sub-job (inside a Ray task): static accuracy, or a BoN / RL run's gold gain."""
     cfg = OmegaConf.create({k: v for k, v in sub.items() if k != "kind"})
@@ -64,7 +95,7 @@ def run_sub(sub: dict) -> dict:
         from analysis.static import evaluate
 
         res = evaluate(cfg)
-        return {"value": res["scores"]["overall"], "wall_s": round(time.time() - t0, 1)}
+        return {"value": static_metric(res, sub["metric"]), "wall_s": round(time.time() - t0, 1)}
     from rl.loop import run
 
     with tempfile.TemporaryDirectory(prefix=f"corr-{sub['kind']}-") as d:
@@ -77,7 +108,8 @@ def run_sub(sub: dict) -> dict:
 
 
 def collect(cfg: DictConfig) -> dict:
-    """Every (kind, source) sub-result, from the cache or computed by Ray tasks."""
+    """Every (kind, source, seed) sub-result (seed None for static), from the cache or computed by
+    Ray tasks."""
     from policies.zoo import zoo_key
     from rl.cluster import init_ray
 
@@ -85,15 +117,16 @@ def collect(cfg: DictConfig) -> dict:
     os.makedirs(cache, exist_ok=True)
     jobs, results = [], {}
     world = zoo_key(cfg.world)
-    for source in cfg.study.sources:
-        for kind in ("static", "bon", "rl"):
-            sub = _sub_config(cfg, kind, source)
-            path = os.path.join(cache, f"{kind}-{source}-{_key(sub | {'zoo_key': world})}.json")
-            if os.path.exists(path):
-                with open(path) as f:
-                    results[(kind, source)] = json.load(f) | {"cached": True}
-            else:
-                jobs.append((kind, source, sub, path))
+    subs = [(kind, source, seed) for source in cfg.study.sources
+            for kind, seed in [("static", None)] + [(k, s) for s in seeds(cfg) for k in ("bon", "rl")]]
+    for kind, source, seed in subs:
+        sub = _sub_config(cfg, kind, source, seed)
+        path = os.path.join(cache, f"{kind}-{source}-{_key(sub | {'zoo_key': world})}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                results[(kind, source, seed)] = json.load(f) | {"cached": True}
+        else:
+            jobs.append(((kind, source, seed), sub, path))
     print(f"correlation: {len(results)} sub-results cached, {len(jobs)} to run ({cfg.study.parallel} at a time)")
     if jobs:
         init_ray(cfg.cluster)
@@ -103,28 +136,42 @@ def collect(cfg: DictConfig) -> dict:
         bar = tqdm(total=len(jobs), desc="sub-jobs", unit="job")
         for i in range(0, len(jobs), cfg.study.parallel):
             wave = jobs[i : i + cfg.study.parallel]
-            for (kind, source, _, path), res in zip(wave, ray.get([task.remote(s) for _, _, s, _ in wave])):
+            for (job, _, path), res in zip(wave, ray.get([task.remote(s) for _, s, _ in wave])):
                 write_atomic(path, json.dumps(res))
-                results[(kind, source)] = res | {"cached": False}
+                results[job] = res | {"cached": False}
                 bar.update(1)
         bar.close()
     return results
 
 
+def _name(kind: str, source: str, seed: int | None) -> str:
+    return f"{kind}/{source}" if seed is None else f"{kind}/{source}/seed_{seed}"
+
+
+def row(source: str, static: float, runs: list[tuple[dict, dict]]) -> dict:
+    """One source's table row from its (bon, rl) sub-results per seed: each gain's mean over the
+    seeds (what the correlations use), its sd (ddof 1; None for one seed) and the per-seed values."""
+    per_seed = {"bon_gain": [b["value"] for b, _ in runs], "rl_gain": [r["value"] for _, r in runs],
+                "rl_peak_gain": [r["peak_value"] for _, r in runs]}
+    out = {"source": source, "static": static}
+    for gain, vals in per_seed.items():
+        out |= {gain: float(np.mean(vals)), f"{gain}_sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
+    kls = [r.get("kl_final") for _, r in runs]
+    return out | {"rl_kl": float(np.mean(kls)) if None not in kls else None, "per_seed": per_seed}
+
+
 def analyse(cfg: DictConfig, results: dict) -> dict:
     from analysis.fits import correlations
 
-    sources = list(cfg.study.sources)
-    rows = [{"source": s, "static": results[("static", s)]["value"], "bon_gain": results[("bon", s)]["value"],
-             "rl_gain": results[("rl", s)]["value"], "rl_peak_gain": results[("rl", s)]["peak_value"],
-             "rl_kl": results[("rl", s)].get("kl_final")} for s in sources]
-    stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows], cfg.study.n_boot, cfg.seed)
-             for g in GAINS}
+    ss = seeds(cfg)
+    rows = [row(s, results[("static", s, None)]["value"], [(results[("bon", s, k)], results[("rl", s, k)]) for k in ss])
+            for s in cfg.study.sources]
+    stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows]) for g in GAINS}
     return {"bench": cfg.study.bench, "bon_n": cfg.study.bon.n, "rl_algo": cfg.algo.name, "rl_steps": cfg.algo.steps,
             "rl_kl": {"coef": cfg.algo.kl.coef, "placement": cfg.algo.kl.placement, "estimator": cfg.algo.kl.estimator},
-            "world": cfg.world.name, "rows": rows, "correlations": stats,
-            "sub_wall_s": {f"{k}/{s}": v["wall_s"] for (k, s), v in results.items()},
-            "cached": sorted(f"{k}/{s}" for (k, s), v in results.items() if v.get("cached"))}
+            "world": cfg.world.name, "seeds": ss, "rows": rows, "correlations": stats,
+            "sub_wall_s": {_name(*k): v["wall_s"] for k, v in results.items()},
+            "cached": sorted(_name(*k) for k, v in results.items() if v.get("cached"))}
 
 
 def scatter(res: dict, path: str) -> None:
@@ -137,12 +184,18 @@ def scatter(res: dict, path: str) -> None:
     titles = (f"best-of-{res['bon_n']}", f"RL {res['rl_algo']}, final", f"RL {res['rl_algo']}, peak")
     for ax, gain, title in zip(axes, GAINS, titles):
         x, y = [r["static"] for r in res["rows"]], [r[gain] for r in res["rows"]]
-        ax.scatter(x, y)
+        if len(res["seeds"]) > 1:
+            ax.errorbar(x, y, yerr=[r[f"{gain}_sd"] for r in res["rows"]], fmt="o", capsize=3,
+                        label=f"mean ± sd over {len(res['seeds'])} seeds")
+            ax.legend(fontsize=8)
+        else:
+            ax.scatter(x, y)
         for r in res["rows"]:
             ax.annotate(r["source"], (r["static"], r[gain]), fontsize=8, xytext=(3, 3), textcoords="offset points")
         c = res["correlations"][gain]
-        ax.set_title(f"{title}: r={c['pearson']['value']:.2f}, ρ={c['spearman']['value']:.2f}, "
-                     f"τ={c['kendall']['value']:.2f}", fontsize=10)
+        ax.set_title(f"{title}: r={c['pearson']['value']:.2f} [{c['pearson']['ci_low']:.2f}, "
+                     f"{c['pearson']['ci_high']:.2f}], ρ={c['spearman']['value']:.2f}, τ={c['kendall']['value']:.2f} "
+                     f"(n={c['n']})", fontsize=9)
         ax.set_xlabel(f"static accuracy ({res['bench']})")
         ax.set_ylabel("gold gain")
         ax.axhline(0, color="grey", lw=0.5)
@@ -152,22 +205,33 @@ def scatter(res: dict, path: str) -> None:
 
 
 def report(res: dict) -> str:
+    n_seeds = len(res["seeds"])
     lines = [f"# Static accuracy vs downstream gold gain ({res['world']})", "",
              f"Static: `{res['bench']}`. BoN: N={res['bon_n']}, gold of the proxy pick minus the base mean. "
              f"RL: {res['rl_algo']} for {res['rl_steps']} steps (KL coef {res['rl_kl']['coef']}, "
              f"{res['rl_kl']['estimator']} in the {res['rl_kl']['placement']}), final minus initial eval gold (RL gain) and the "
-             f"best eval gold of the run minus initial (RL peak gain, an oracle early stop).", "",
+             f"best eval gold of the run minus initial (RL peak gain, an oracle early stop). "
+             + (f"Gains are means over {n_seeds} seeds ({', '.join(map(str, res['seeds']))}) ± their per-seed sd."
+                if n_seeds > 1 else f"One seed ({res['seeds'][0]})."), "",
              "| source | static | BoN gain | RL gain | RL peak gain | RL KL |", "|---|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         kl = f"{r['rl_kl']:.2f}" if r["rl_kl"] is not None else "–"
-        lines.append(f"| {r['source']} | {r['static']:.3f} | {r['bon_gain']:+.3f} | {r['rl_gain']:+.3f} | "
-                     f"{r['rl_peak_gain']:+.3f} | {kl} |")
-    lines += ["", "| gain | Pearson r [95% CI] | Spearman ρ [95% CI] | Kendall τ [95% CI] | n |", "|---|---|---|---|---:|"]
+        gain = lambda g: f"{r[g]:+.3f}" + (f" ± {r[g + '_sd']:.3f}" if r[g + "_sd"] is not None else "")  # noqa: E731
+        lines.append(f"| {r['source']} | {r['static']:.3f} | {gain('bon_gain')} | {gain('rl_gain')} | "
+                     f"{gain('rl_peak_gain')} | {kl} |")
+    lines += ["", "| gain | n | Pearson r [95% CI] (width) | Spearman ρ [95% CI] (width) | Kendall τ [95% CI] (width) |",
+              "|---|---:|---|---|---|"]
     for gain, c in res["correlations"].items():
-        cell = lambda k: f"{c[k]['value']:.2f} [{c[k]['ci_low']:.2f}, {c[k]['ci_high']:.2f}]"  # noqa: E731
-        lines.append(f"| {gain} | {cell('pearson')} | {cell('spearman')} | {cell('kendall')} | {c['n']} |")
-    lines += ["", f"Bootstrap: {next(iter(res['correlations'].values()))['n_boot']} resamples of the sources. "
-              f"Cached sub-results reused: {len(res['cached'])}."]
+        cell = lambda k: f"{c[k]['value']:.2f} [{c[k]['ci_low']:.2f}, {c[k]['ci_high']:.2f}] ({c[k]['width']:.2f})"  # noqa: E731
+        lines.append(f"| {gain} | {c['n']} | {cell('pearson')} | {cell('spearman')} | {cell('kendall')} |")
+    lines += ["", "Intervals: Fisher z, with se 1/√(n−3) for Pearson, √((1+ρ²/2)/(n−3)) for Spearman (Bonett & Wright "
+              "2000) and √(0.437/(n−4)) with the t(n−2) quantile for Kendall (Fieller, Hartley & Pearson 1957); "
+              "no interval below n = 4 (Kendall: 5)."]
+    for gain, c in res["correlations"].items():
+        why = [f"{NAMES[k]}: {c[k]['inconclusive']}" for k in NAMES if c[k]["inconclusive"]]
+        if why:
+            lines += ["", f"**{gain}: n = {c['n']} sources are too few to conclude**: {'; '.join(why)}."]
+    lines += ["", f"Cached sub-results reused: {len(res['cached'])}."]
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ run directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -98,22 +99,12 @@ def aggregate(bench: Bench, scores: list[list[float]]) -> dict:
         return _means(per)
     if kind == "bon":
         for row, s in zip(rows, scores):
-            c = row["correct"]
-            per[row["subset"]].append({"accuracy": rb.bon_pick(s, c), "oracle": float(any(c)),
+            c = row["correct"]  # bools, or float gold: the oracle is then the best gold on offer
+            per[row["subset"]].append({"accuracy": rb.bon_pick(s, c), "oracle": float(max(c)),
                                        "random": sum(c) / len(c)})
         return _means(per)
-    if kind == "rm_bench":
-        by = defaultdict(lambda: ([], []))
-        for row, s in zip(rows, scores):
-            by[row["subset"]][0].append(s[:3])
-            by[row["subset"]][1].append(s[3:])
-        out = {}
-        for dom, (c, r) in sorted(by.items()):
-            m = rb.rm_bench_matrix(c, r)
-            out[dom] = rb.rm_bench_scores(m) | {"matrix": m.tolist(), "prompts": len(c)}
-        for key in ("hard", "normal", "easy", "avg"):  # unweighted over domains, as RM-Bench's table
-            out[key] = float(np.mean([out[d][key] for d in by]))
-        return out
+    if kind == "rm_bench":  # domains by subset prefix, the total over the domains present
+        return rb.rm_bench_by_domain([row["subset"] for row in rows], [s[:3] for s in scores], [s[3:] for s in scores])
     raise ValueError(f"unknown benchmark kind {kind!r}")
 
 
@@ -144,12 +135,13 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
         sizes.append(len(comps))
     flat = score_flat(source, flat_p, flat_r, cfg.batch_size, cfg.batch_chars, f"{cfg.reward.name} on {bench.name}")
     scores = rb.regroup(flat, sizes)
-    result = aggregate(bench, scores)
+    result = aggregate(bench, scores)  # every scorer counts a row with a NaN score as wrong
     protocol = judge_protocol(cfg, source, bench, cut) if cfg.get("judge_protocol") else None
     return {"bench": bench.name, "kind": bench.kind, "reward": cfg.reward.name, "source": bench.source,
             "records_read": bench.read, "rows_scored": len(bench.rows), "rows_dropped": dict(bench.dropped),
             "texts_cut": {"prompts": cut.cut["prompt"], "responses": cut.cut["response"], "max_chars": dict(cfg.max_chars)},
-            "completions_scored": len(flat), "scores": result, "judge_protocol": protocol,
+            "completions_scored": len(flat), "nan_scores": sum(math.isnan(x) for x in flat), "scores": result,
+            "judge_protocol": protocol,
             "wall_s": round(time.time() - t0, 1),
             "row_scores": scores}
 
@@ -188,6 +180,7 @@ def judge_protocol(cfg, source, bench: Bench, cut) -> dict:
         rc, rr = rate(chosen), rate(rejected)
         results = [rb.ratings_pair(c, r) for c, r in zip(rc, rr)]
         errors = sum(x is None for x in rc + rr)
+        verdicts = [list(x) for x in zip(rc, rr)]
     elif name == "pairwise_once":
         rng = random.Random(cfg.seed)
         chosen_is_a = [rng.random() < 0.5 for _ in bench.rows]
@@ -196,31 +189,37 @@ def judge_protocol(cfg, source, bench: Bench, cut) -> dict:
         picks = source.compare(prompts, first, second)
         results = [rb.pairwise_once(p, a) for p, a in zip(picks, chosen_is_a)]
         errors = sum(p not in ("A", "B") for p in picks)
+        verdicts = [list(x) for x in zip(picks, chosen_is_a)]
     else:
         ab, ba = source.compare(prompts, chosen, rejected), source.compare(prompts, rejected, chosen)
         results = [rb.both_orders(x, y) for x, y in zip(ab, ba)]
         errors = sum(p not in ("A", "B") for p in ab + ba)
+        verdicts = [list(x) for x in zip(ab, ba)]
     for row, v in zip(bench.rows, results):
         per[row["subset"]].append(v)
     out = {s: float(np.mean(v)) for s, v in sorted(per.items())}
+    # per row, so the numbers can be checked: ratings [chosen, rejected] (None: unparsed),
+    # pairwise_once [pick, chosen shown as A], both_orders [pick chosen first, pick chosen second]
     return {"protocol": name, "per_subset": out, "overall": float(np.mean(list(out.values()))),
-            "verdict_parse_errors": errors}
+            "verdict_parse_errors": errors, "verdicts": verdicts}
 
 
 def table(res: dict) -> str:
     """The console view: one line per number (nested dicts flattened, matrices left to the JSON)."""
     lines = [f"{res['bench']} ({res['kind']}) scored by {res['reward']}: {res['rows_scored']} rows "
              f"({res['records_read']} read, dropped {res['rows_dropped'] or 0}; cut {res['texts_cut']['prompts']} prompts, "
-             f"{res['texts_cut']['responses']} responses), {res['wall_s']} s"]
+             f"{res['texts_cut']['responses']} responses; {res['nan_scores']} NaN scores, counted wrong), {res['wall_s']} s"]
 
     def walk(d, prefix=""):
         for k, v in d.items():
             if isinstance(v, dict):
                 walk(v, f"{prefix}{k} / ")
             elif isinstance(v, float):
-                lines.append(f"  {prefix}{k:<28} {v:.4f}")
-            elif isinstance(v, int):
-                lines.append(f"  {prefix}{k:<28} {v}")
+                lines.append(f"  {prefix + k:<40} {v:.4f}")
+            elif isinstance(v, (int, str)):
+                lines.append(f"  {prefix + k:<40} {v}")
+            elif k == "warnings":
+                lines.extend(f"  warning: {w}" for w in v)
     walk(res["scores"])
     if res.get("judge_protocol"):
         lines.append(f"judge protocol {res['judge_protocol']['protocol']} (reported apart from the scalar scores):")

@@ -1,8 +1,9 @@
-"""What the two studies (overopt, correlation) share: reading a config group's file, writing the
-results JSON and the markdown report, and the Hydra entry's error handling."""
+"""What the two studies (overopt, correlation) share: reading a config group's file, the seeds to
+run, writing the results JSON and the markdown report, and the Hydra entry's error handling."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -21,10 +22,30 @@ def conf_file(group: str, name: str) -> str:
     return path
 
 
+def seeds(cfg) -> list[int]:
+    """`study.seeds`, or [`seed`] when it is null or empty (one run, as before seeds existed)."""
+    out = [int(s) for s in cfg.study.get("seeds") or [cfg.seed]]
+    if len(set(out)) != len(out):
+        raise ValueError(f"study.seeds has a repeated seed: {out}")
+    return out
+
+
+def finite_json(obj):
+    """`obj` with every inf / -inf / nan float written as the string "inf" / "-inf" / "nan":
+    json.dumps would write Infinity and NaN, which strict JSON parsers reject."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write(out_dir: str, name: str, res: dict, report: str) -> None:
     """<name>.json, report.md and report.html (the report with <name>.png inlined: one file to
     mail or open in a browser), each written aside and renamed (nothing half-written)."""
-    files = ((f"{name}.json", json.dumps(res, indent=2)), ("report.md", report),
+    files = ((f"{name}.json", json.dumps(finite_json(res), indent=2, allow_nan=False)), ("report.md", report),
              ("report.html", html(report, os.path.join(out_dir, f"{name}.png"))))
     for file, text in files:
         write_atomic(os.path.join(out_dir, file), text)

@@ -2,7 +2,7 @@
 
 Each model re-tokenizes with its own tokenizer (token counts may differ). `length_norm` is
 `sum` (the CDR paper's code) or `mean` (per-token, reward_hub's `avg` variant); an optional
-template T(x) is applied identically to both models (METHODS.md §4).
+template T(x) is applied identically to both models (Xu et al., "Customizable density ratios", arXiv 2411.02481).
 """
 from __future__ import annotations
 

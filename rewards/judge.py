@@ -2,7 +2,7 @@
 
 The judge answers the rubric with one line of JSON, {"score":N} with N in 0..9. As a reward it
 is read without sampling: the expected score over the digit tokens that follow '{"score":'
-(METHODS.md §5), scaled to [0, 1]. A verdict whose digits get under half of the probability is
+(Agnihotri & Pandey, arXiv 2506.05748), scaled to [0, 1]. A verdict whose digits get under half of the probability is
 counted as a parse failure and scores 0.
 """
 from __future__ import annotations

@@ -21,7 +21,10 @@ class Learner:
         torch.manual_seed(seed)
         self.cfg = cfg
         self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
-        self.policy.train()
+        # eval mode = dropout off (gradients still flow): with dropout on, two forward passes of the
+        # same weights differ, so the first ratio is not 1 and the log-probs miss the engine's (TRL
+        # disables dropout in the policy too)
+        self.policy.eval()
         self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.optimizer = _adamw(self.policy, cfg.lr, cfg.get("weight_decay", 0.0))
         self.algo = get_algo(cfg.name)
@@ -30,7 +33,7 @@ class Learner:
         if critic_path is not None:
             from rl.algos.ppo import Critic
 
-            self.critic = Critic(critic_path).train()
+            self.critic = Critic(critic_path).eval()  # dropout off, as the policy
             self.critic_optimizer = _adamw(self.critic, cfg.critic.lr, cfg.get("weight_decay", 0.0))
 
     def update(self, rollouts, rewards: list[float]) -> dict:
@@ -45,9 +48,12 @@ class Learner:
         return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
 
     @torch.no_grad()
-    def kl_to_ref(self, rollouts) -> list[float]:
-        """Per-sequence summed k1 = log pi - log ref on the rollouts' completion tokens (nats)."""
-        pol, ref = completion_logprobs(self.policy, rollouts), completion_logprobs(self.ref, rollouts)
+    def kl_to_ref(self, rollouts, temperature: float = 1.0) -> list[float]:
+        """Per-sequence summed k1 = log pi - log ref on the rollouts' completion tokens (nats), both
+        at the temperature the rollouts were sampled at (greedy rollouts, temperature 0: at 1)."""
+        temperature = temperature if temperature > 0 else 1.0
+        pol = completion_logprobs(self.policy, rollouts, temperature=temperature)
+        ref = completion_logprobs(self.ref, rollouts, temperature=temperature)
         return [(p - r).sum().item() for p, r in zip(pol, ref)]
 
     def save_checkpoint(self, path: str) -> None:

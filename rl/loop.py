@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 
 import ray
 from omegaconf import DictConfig, OmegaConf
@@ -69,6 +70,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         check_kl(cfg.algo.kl)
         if hasattr(algo, "check"):
             algo.check(cfg.algo)
+        _check_sampling(cfg.algo)
         if "critic" in cfg.algo:
             from rl.algos.ppo import critic_path as resolve_critic
 
@@ -114,6 +116,16 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     return summary
 
 
+def _check_sampling(a) -> None:
+    if a.temperature <= 0:
+        raise ValueError(f"algo.temperature={a.temperature}: a policy-gradient run samples at a temperature > 0 "
+                         "(its log-probs are those of softmax(logits / temperature))")
+    if a.top_p < 1:
+        warnings.warn(f"algo.top_p={a.top_p} < 1: the engine samples from the truncated distribution but the "
+                      "learner's ratios and KL use the full one, so the update is biased (nothing corrects it)",
+                      stacklevel=2)
+
+
 def _run_bon(cfg, algo, engine, score, prompts, log, run_dir) -> dict:
     N = cfg.algo.n_max
     t = time.time()
@@ -128,10 +140,14 @@ def _run_bon(cfg, algo, engine, score, prompts, log, run_dir) -> dict:
     with open(os.path.join(run_dir, "bon_curve.json"), "w") as f:
         json.dump(rows, f, indent=2)
     for row in rows:
-        print(f"best-of-{row['n']:<3} gold {row['reward/gold']:.3f}  proxy {row['reward/proxy']:.3f}  KL {row['kl/bon']:.3f}")
+        print(f"best-of-{row['n']:<3} gold {row['reward/gold']:.3f}  proxy {row['reward/proxy']:.3f}  "
+              f"KL {row['kl/bon_exact']:.3f} (bound {row['kl/bon']:.3f})")
+    # kl_final: the exact KL of the selection over the pools' proxy values; the analytic
+    # log n - (n-1)/n is only an upper bound (far off when the proxy ties), kept beside it
     return {"proxy_initial": rows[0]["reward/proxy"], "proxy_final": rows[-1]["reward/proxy"],
             "gold_initial": rows[0]["reward/gold"], "gold_final": rows[-1]["reward/gold"],
-            "kl_final": rows[-1]["kl/bon"], "n_max": N, "prompts": len(prompts)}
+            "kl_final": rows[-1]["kl/bon_exact"], "kl_bound_final": rows[-1]["kl/bon"], "n_max": N,
+            "prompts": len(prompts)}
 
 
 def _evaluate(cfg, engine, learner, score, prompts, timeout, run_dir, step) -> dict:
@@ -139,7 +155,7 @@ def _evaluate(cfg, engine, learner, score, prompts, timeout, run_dir, step) -> d
                                            seed=cfg.seed + 1_000_003))  # same draws at every evaluation
     texts = [r.text for r in rs]
     proxy, gold = score(prompts, texts)
-    kl = call(learner.kl_to_ref.remote(rs), "learner", timeout)
+    kl = call(learner.kl_to_ref.remote(rs, cfg.eval.temperature), "learner", timeout)
     _write_samples(run_dir, step, prompts, texts, proxy, gold, kl)
     return {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
             "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
@@ -182,9 +198,59 @@ def _save_checkpoint(run_dir, step, learner, state, keep, timeout) -> None:
         shutil.rmtree(old)
 
 
-def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters, resume) -> dict:
+def _sample_batch(cfg, engine, score, step: int, sampling: dict):
+    """One step's prompt-major rollouts with their proxy and gold scores.
+
+    With algo.dynamic_sampling=resample (DAPO) groups whose proxy scores are all equal carry no
+    signal: they are dropped and more prompts drawn, up to algo.max_sample_rounds rounds, until the
+    batch holds prompts_per_step groups (short of that, the step trains on the groups it has; with
+    none, on the last round's). Every round's prompts and samples depend on (seed, step, round)
+    alone, so a resumed run replays them.
+    """
+    import torch
+
+    from rl.losses import zero_variance
     from rl.tasks.arith import sample_items
 
+    a, k = cfg.algo, cfg.algo.samples_per_prompt
+    resample = a.get("dynamic_sampling") == "resample"
+    kept, rounds, discarded, surplus = ([], [], []), 0, 0, 0
+    stats = {"perf/gen_s": 0.0, "perf/reward_s": 0.0, "perf/tokens_per_s": 0.0}
+    while True:
+        data_seed = cfg.seed * 1_000_003 + step if rounds == 0 else f"{cfg.seed * 1_000_003 + step}r{rounds}"
+        items = sample_items("train", a.prompts_per_step, data_seed, cfg.world.open_frac, distinct=False)
+        prompts = [it.prompt for it in items]
+        t = time.time()
+        rs = engine.generate(prompts, Sampling(**sampling, seed=cfg.seed * 100_003 + step + rounds * 1_000_000_007))
+        stats["perf/tokens_per_s"] += sum(len(r.completion_ids) for r in rs)  # tokens, per second below
+        stats["perf/gen_s"] += time.time() - t
+        t = time.time()
+        proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
+        stats["perf/reward_s"] += time.time() - t
+        rounds += 1
+        if not resample:
+            break
+        for g, flat in enumerate(zero_variance(torch.tensor(proxy, dtype=torch.float64), k).tolist()):
+            if flat:
+                discarded += 1
+            elif len(kept[0]) < a.prompts_per_step * k:
+                for part, xs in zip(kept, (rs, proxy, gold)):
+                    part.extend(xs[g * k : (g + 1) * k])
+            else:  # the batch is full: DAPO trims the last round to the batch size
+                surplus += 1
+        if len(kept[0]) == a.prompts_per_step * k or rounds == a.max_sample_rounds:
+            break
+    stats["perf/tokens_per_s"] /= max(stats["perf/gen_s"], 1e-9)
+    if not resample:
+        return rs, proxy, gold, stats
+    groups = len(kept[0]) // k
+    if not groups:
+        kept = (rs, proxy, gold)
+    return (*kept, stats | {"dynamic/rounds": float(rounds), "dynamic/discarded_groups": float(discarded),
+                            "dynamic/surplus_groups": float(surplus), "dynamic/groups": float(groups)})
+
+
+def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters, resume) -> dict:
     a = cfg.algo
     sampling = dict(n=a.samples_per_prompt, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens)
     start = 0
@@ -203,11 +269,7 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, co
     for step in bar:
         t0 = time.time()
         # Each step's prompts depend on (seed, step) alone: a resumed run sees the same data.
-        items = sample_items("train", a.prompts_per_step, cfg.seed * 1_000_003 + step, cfg.world.open_frac, distinct=False)
-        prompts = [it.prompt for it in items]
-        rs = engine.generate(prompts, Sampling(**sampling, seed=cfg.seed * 100_003 + step))
-        t1 = time.time()
-        proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
+        rs, proxy, gold, drawn = _sample_batch(cfg, engine, score, step, sampling)
         t2 = time.time()
         m = call(learner.update.remote(rs, proxy), "learner", timeout)
         check_gap(m["sync/logprob_diff"], m["sync/logprob_diff_max"], m.pop("sync/tokens"), cfg.engine.sync_tolerance,
@@ -218,9 +280,8 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, co
         tokens = sum(len(r.completion_ids) for r in rs)
         m.update({"reward/proxy": _mean(proxy), "reward/gold": _mean(gold),
                   "response/length": tokens / len(rs), "response/truncated": _mean([r.finish_reason == "length" for r in rs]),
-                  "perf/gen_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/learn_s": t3 - t2, "perf/sync_s": t4 - t3,
-                  "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0, "perf/tokens_per_s": tokens / max(t1 - t0, 1e-9),
-                  **counters})
+                  "perf/learn_s": t3 - t2, "perf/sync_s": t4 - t3, "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0,
+                  **drawn, **counters})
         if (step + 1) % cfg.eval.every == 0 or step + 1 == a.steps:
             last = _evaluate(cfg, engine, learner, score, eval_prompts, timeout, run_dir, step + 1)
             m.update(last)

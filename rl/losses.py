@@ -1,4 +1,6 @@
-"""The RL math as small pure tensor functions (shapes in docstrings); METHODS.md §8-9.
+"""The RL math as small pure tensor functions (shapes in docstrings). References: GRPO (Shao et al.
+2024, DeepSeekMath), Dr. GRPO (Liu et al. 2025), DAPO (Yu et al. 2025), PPO/GAE (Schulman et al.
+2017, 2016), RLOO (Ahmadian et al. 2024), REINFORCE++ (Hu 2025), best-of-n (Gao et al. 2023).
 
 B = sequences in a batch, T = response tokens (right-padded), `mask` (B, T) marks real response
 tokens. Log-probs are per token, float32.
@@ -21,20 +23,32 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
     return (x * mask).sum(dim) / mask.sum(dim).clamp_min(1)
 
 
+def zero_variance(rewards: torch.Tensor, group_size: int, rtol: float = 1e-6) -> torch.Tensor:
+    """(B,) -> (G,) bool: the group's rewards are all equal up to float noise.
+
+    A tolerance, not `std == 0`: identical non-dyadic floats ([0.1] * 8) have a float32 std of ~1e-8,
+    and dividing by it turns rounding into advantages of one sign (TRL tests with isclose too).
+    """
+    r = rewards.view(-1, group_size).double()
+    spread = r.max(dim=1).values - r.min(dim=1).values
+    return spread <= rtol * r.abs().max(dim=1).values.clamp_min(1.0)
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int, std_norm: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """GRPO outcome advantages (B,) -> (B,): (r - group mean) / (group std + eps).
 
     Groups are consecutive runs of `group_size` samples of one prompt. std is the unbiased
     (n-1) one, as verl and TRL use; `std_norm=False` gives Dr. GRPO's r - mean. A group whose
-    rewards are all equal gets advantage 0 (no signal), whatever `std_norm`.
+    rewards are all equal (`zero_variance`) gets advantage exactly 0 (no signal), whatever `std_norm`.
     """
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
     r = rewards.view(-1, group_size).float()
     centered = r - r.mean(dim=1, keepdim=True)
     if std_norm and group_size > 1:
-        std = r.std(dim=1, keepdim=True)
-        centered = torch.where(std > 0, centered / (std + eps), torch.zeros_like(centered))
+        centered = centered / (r.std(dim=1, keepdim=True) + eps)
+    if group_size > 1:
+        centered = torch.where(zero_variance(rewards, group_size)[:, None], torch.zeros_like(centered), centered)
     return centered.view(-1)
 
 
@@ -92,19 +106,31 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, constant: float
     grpo:    mean over sequences of each sequence's token mean (the paper's 1/G sum_i 1/|o_i| sum_t)
     dapo:    sum over all tokens / number of tokens (token-level, DAPO)
     dr_grpo: sum over all tokens / (B * constant), `constant` fixed, e.g. max_tokens (Dr. GRPO)
+    A sequence with no token in the mask (e.g. a zero-variance group left out by dynamic sampling)
+    is not counted in B, as verl's agg_loss: otherwise masking it would only rescale the loss.
     """
     if mode not in LOSS_AGGREGATIONS:
         raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {', '.join(LOSS_AGGREGATIONS)}")
     mode = LOSS_AGGREGATIONS[mode]
     mask = mask.to(loss.dtype)
+    sequences = (mask.sum(1) > 0).sum().clamp_min(1)
     if mode == "grpo":
-        return ((loss * mask).sum(1) / mask.sum(1).clamp_min(1)).mean()
+        return ((loss * mask).sum(1) / mask.sum(1).clamp_min(1)).sum() / sequences
     if mode == "dapo":
         return (loss * mask).sum() / mask.sum().clamp_min(1)
     if mode == "dr_grpo":
         if not constant:
             raise ValueError("dr_grpo aggregation needs a fixed constant (e.g. max_tokens)")
-        return (loss * mask).sum() / (loss.shape[0] * constant)
+        return (loss * mask).sum() / (sequences * constant)
+
+
+def truncated_is_weights(learner_logp: torch.Tensor, engine_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per-token min(pi_learner / pi_engine, cap) on the sampled tokens, no gradient (TIS, Yao et al.
+    2025; TRL's vllm_importance_sampling_correction): the engine (e.g. bf16) sampled from a slightly
+    different distribution than the learner's; the capped ratio re-weights the loss towards it."""
+    if cap <= 0:
+        raise ValueError(f"truncated importance-sampling cap must be > 0, got {cap}")
+    return torch.exp(learner_logp - engine_logp).clamp(max=cap).detach()
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
@@ -186,18 +212,59 @@ def adaptive_kl_coef(beta: float, kl: float, target: float, horizon: float, n: i
 
 
 def bon_kl(n: int) -> float:
-    """Analytic KL(best-of-n || policy) = log n - (n - 1) / n nats (tie-free proxy scores)."""
+    """KL(best-of-n || policy) <= log n - (n - 1) / n nats: exact only for a continuous (tie-free)
+    proxy, an upper bound otherwise (Beirami et al. 2024, "Theoretical guarantees on the best-of-n
+    alignment policy"); far off when the proxy ties (see `bon_kl_exact`)."""
     return math.log(n) - (n - 1) / n
 
 
-def bon_expected_gold(proxy: list[float], gold: list[float], n: int) -> float:
-    """Unbiased E[gold of the proxy-argmax among n samples drawn without replacement] from one pool.
+def _proxy_classes(proxy: list[float]) -> list[tuple[float, list[int]]]:
+    """(value, pool indices) per distinct proxy value, ascending. A NaN proxy has no place in the
+    order and would silently scramble the sort, so it is an error."""
+    if any(math.isnan(p) for p in proxy):
+        raise ValueError("best-of-n needs proxy scores without NaN")
+    by = {}
+    for i, p in enumerate(proxy):
+        by.setdefault(p, []).append(i)
+    return sorted(by.items())
 
-    Sort the pool of M by proxy ascending (j = 1..M): sum_{j=n}^{M} C(j-1, n-1) / C(M, n) * gold_j.
+
+def bon_kl_exact(proxy: list[float], n: int) -> float:
+    """KL(best-of-n || base) in nats, taking the pool (uniform over its M samples) as the base policy.
+
+    Best-of-n of n iid draws with a uniform tie-break picks proxy class k (value v_k, share p_k of
+    the pool) with q_k = F(v_k)^n - F(v_{k-1})^n (F the pool's CDF) and is uniform within the class,
+    as the base is, so the KL is the classes' sum q_k log(q_k / p_k). Ties make it far smaller than
+    `bon_kl`'s bound: a binary proxy at p = 0.5 gives about log 2 at n = 32, the bound 2.50.
+    """
+    if n < 1:
+        raise ValueError(f"best-of-{n} needs n >= 1")
+    M, below, kl = len(proxy), 0, 0.0
+    for _, members in _proxy_classes(proxy):
+        k = len(members)
+        q = ((below + k) ** n - below**n) / M**n  # exact integers, one rounding: n = 1 gives q = p
+        if q > 0:
+            kl += q * math.log(q * M / k)
+        below += k
+    return kl
+
+
+def bon_expected_gold(proxy: list[float], gold: list[float], n: int) -> float:
+    """Unbiased E[gold of the proxy-argmax among n samples drawn without replacement] from one pool,
+    proxy ties broken uniformly at random (Gao et al. 2023 estimate best-of-n from one pool this way).
+
+    Given the subset's max proxy is v_k the pick is uniform over the subset's members of value v_k,
+    which by symmetry is uniform over the pool's class k; so E = sum_k P(max = v_k) * mean gold of
+    class k, P(max = v_k) = [C(#<=v_k, n) - C(#<v_k, n)] / C(M, n). Tie-free it is the order-statistic
+    sum_j C(j-1, n-1) / C(M, n) gold_(j).
     """
     M = len(proxy)
     if not 1 <= n <= M:
         raise ValueError(f"best-of-{n} needs 1 <= n <= pool size {M}")
-    order = sorted(range(M), key=lambda i: proxy[i])
-    total = math.comb(M, n)
-    return sum(math.comb(j - 1, n - 1) / total * gold[order[j - 1]] for j in range(n, M + 1))
+    total, below, out = math.comb(M, n), 0, 0.0
+    for _, members in _proxy_classes(proxy):
+        k = len(members)
+        p_max = (math.comb(below + k, n) - math.comb(below, n)) / total
+        out += p_max * sum(gold[i] for i in members) / k
+        below += k
+    return out

@@ -203,3 +203,36 @@ def test_loss_aggregation_aliases():
     assert L.aggregate(loss, mask, "seq_mean_token_mean") == pytest.approx((1.5 + 3.0) / 2)
     with pytest.raises(ValueError, match="unknown loss aggregation 'x'"):
         L.aggregate(loss, mask, "x")
+
+
+def test_identical_float_rewards_have_exactly_zero_advantage():
+    # float32 0.1 * 8: the group std is ~1e-8, not 0, and (r - mean) / (std + eps) came out +-0.007
+    r = torch.tensor([0.1] * 8 + [0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    assert L.zero_variance(r, 8).tolist() == [True, False]
+    for std_norm in (True, False):
+        a = L.group_advantages(r, 8, std_norm=std_norm, eps=0.0)
+        assert torch.equal(a[:8], torch.zeros(8))
+    std = math.sqrt(8 / 4 / 7)  # unbiased std of four 0s and four 1s: sqrt(8 * 0.25 / 7)
+    assert torch.allclose(L.group_advantages(r, 8, eps=0.0)[8:], torch.tensor([-0.5, 0.5] * 4) / std)
+    assert L.zero_variance(torch.tensor([3.0, 3.0 + 1e-3]), 2).tolist() == [False]  # a real difference
+
+
+def test_fully_masked_sequences_leave_the_counts():
+    """A masked-out sequence (dynamic sampling's zero-variance groups) must not count in B: the loss
+    equals the loss over the other sequences alone (verl's agg_loss)."""
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0], [9.0, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 0, 0]])
+    assert L.aggregate(loss, mask, "grpo").item() == pytest.approx((2.0 + 4.0) / 2)  # not / 3
+    assert L.aggregate(loss, mask, "dr_grpo", constant=8).item() == pytest.approx(10.0 / (2 * 8))
+    assert L.aggregate(loss, mask, "dapo").item() == pytest.approx(10.0 / 4)
+    for mode in ("grpo", "dr_grpo", "dapo"):
+        assert L.aggregate(loss, mask, mode, constant=8) == L.aggregate(loss[:2], mask[:2], mode, constant=8)
+
+
+def test_truncated_is_weights_hand_computed():
+    learner, engine = torch.tensor([-1.0, -2.0, -0.3]), torch.tensor([-1.5, -1.0, -0.3])
+    # exp(0.5) = 1.6487 -> capped at 1.5; exp(-1) = 0.3679; exp(0) = 1
+    w = L.truncated_is_weights(learner, engine, 1.5)
+    assert torch.allclose(w, torch.tensor([1.5, math.exp(-1.0), 1.0]))
+    with pytest.raises(ValueError, match="cap must be > 0"):
+        L.truncated_is_weights(learner, engine, 0.0)

@@ -2,6 +2,7 @@
 shipped real data set checked against an independent computation from the raw files."""
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,6 +51,44 @@ def test_rb2_best_of_4_tie_credit():
     assert rb.best_of_n([1, 2, 2, 1]) == 0.0
 
 
+def test_nan_scores_count_as_wrong_in_every_scorer():
+    nan = float("nan")
+    # RB2 official: credit only if scores[0] == np.max(scores); np.max([2, nan, 1, 0]) is nan -> 0
+    # (Python's max skips the nan that is not first and would give 1.0)
+    assert rb.best_of_n([2, nan, 1, 0]) == 0.0 and rb.best_of_n([nan, 1, 1, 0]) == 0.0
+    # v1: a pair with a NaN side is wrong: subset s = [1 > 0, nan > 0, 1 > nan] = [1, 0, 0]
+    assert rb.v1_scores([{"subset": "s"}] * 3, [1.0, nan, 1.0], [0.0, 0.0, nan])["s"] == pytest.approx(1 / 3)
+    # one-vs-many: both accuracies 0; MRR with the NaN chosen ranked last / the NaN rejected first
+    assert rb.one_vs_many([5.0, nan], [1.0]) == {"accuracy": 0.0, "accuracy_with_ties": 0.0, "mrr": 1.0}
+    assert rb.one_vs_many([nan], [1.0, 2.0]) == {"accuracy": 0.0, "accuracy_with_ties": 0.0, "mrr": 1 / 3}
+    assert rb.one_vs_many([5.0], [nan, 1.0]) == {"accuracy": 0.0, "accuracy_with_ties": 0.0, "mrr": 0.5}
+    # best-of-n pick: no trusted argmax -> 0, even where the pick would have been right
+    assert rb.bon_pick([3, nan, 1], [True, False, False]) == 0.0
+    # RM-Bench: chosen [nan, 2, 2] vs rejected [1, 1, nan]: row 0 and column 2 are all False
+    m = rb.rm_bench_matrix([[nan, 2, 2]], [[1, 1, nan]])
+    assert np.array_equal(m, np.array([[0, 0, 0], [1, 1, 0], [1, 1, 0]]))
+
+
+def test_nan_scores_are_counted_in_the_result(tmp_path):
+    from analysis.static import evaluate
+
+    class FailsOnBad:
+        def score(self, prompts, responses):
+            return [float("nan") if r == "bad" else 1.0 for r in responses]
+
+    f = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "p", "chosen": "good", "rejected": "bad"}, {"prompt": "p", "chosen": "good", "rejected": "ok"},
+            {"prompt": "p", "chosen": "bad", "rejected": "bad"}]
+    f.write_text("".join(json.dumps(r | {"subset": "s"}) + "\n" for r in rows))
+    cfg = OmegaConf.create({"bench": {"name": "t", "format": "rb1", "path": str(f), "limit": None},
+                            "reward": {"name": "fails", "type": "length"}, "seed": 0, "batch_size": 8,
+                            "batch_chars": 1000, "max_chars": {"prompt": None, "response": None},
+                            "judge_protocol": None})
+    res = evaluate(cfg, source=FailsOnBad())
+    # 3 texts are "bad"; the rows: 1 vs nan (wrong), 1 vs 1 (a tie, wrong), nan vs nan (wrong)
+    assert res["nan_scores"] == 3 and res["scores"]["s"] == 0.0
+
+
 def test_one_vs_many_accuracy_and_pessimistic_mrr():
     assert rb.one_vs_many([3.0], [1.0, 2.0]) == {"accuracy": 1.0, "accuracy_with_ties": 1.0, "mrr": 1.0}
     # a rejected answer ties the chosen one: wrong for accuracy, right with ties, ranked behind it
@@ -63,6 +102,19 @@ def test_bon_pick_shares_ties():
     assert rb.bon_pick([3, 3, 1, 0], [True, False, True, False]) == 0.5
     assert rb.bon_pick([0, 3, 1, 0], [True, True, False, False]) == 1.0
     assert rb.bon_pick([1, 1, 1, 1], [True, False, False, False]) == 0.25
+
+
+def test_bon_oracle_with_float_gold_is_the_mean_best_gold():
+    from analysis.benchmarks import Bench
+    from analysis.static import aggregate
+
+    rows = [{"subset": "s", "correct": [0.2, 0.9, 0.5]}, {"subset": "s", "correct": [True, False]}]
+    res = aggregate(Bench("t", "bon", rows, "test"), [[3, 1, 3], [0, 1]])
+    # row 1: pick = tie of 0.2 and 0.5 -> 0.35, oracle = best gold 0.9 (any() would say 1), random 1.6/3
+    # row 2: pick = the wrong one -> 0, oracle 1, random 0.5
+    assert res["accuracy"] == pytest.approx((0.35 + 0) / 2)
+    assert res["oracle"] == pytest.approx((0.9 + 1) / 2)
+    assert res["random"] == pytest.approx((1.6 / 3 + 0.5) / 2)
 
 
 def test_rm_bench_triangles():
@@ -79,6 +131,31 @@ def test_rm_bench_triangles():
         rb.rm_bench_matrix([[1, 2]], [[1, 2]])
 
 
+RIGHT, WRONG = ([1, 1, 1], [0, 0, 0]), ([0, 0, 0], [1, 1, 1])  # every cell right / every cell wrong
+
+
+def test_rm_bench_safety_subsets_form_one_prompt_weighted_domain():
+    # RM-Bench's split_dataset_by_domain groups by prefix: chat, math, code one right prompt each;
+    # safety = safety-refuse (2 right) + safety-response (1 wrong) pooled: every cell 2/3
+    rows = [("chat", RIGHT), ("math", RIGHT), ("code", RIGHT), ("safety-refuse", RIGHT), ("safety-refuse", RIGHT),
+            ("safety-response", WRONG)]
+    out = rb.rm_bench_by_domain([r[0] for r in rows], [r[1][0] for r in rows], [r[1][1] for r in rows])
+    assert sorted(k for k in out if k in rb.RM_BENCH_DOMAINS) == ["chat", "code", "math", "safety"]
+    assert out["safety"]["hard"] == pytest.approx(2 / 3) and out["safety"]["prompts"] == 3
+    # official total: mean over the 4 domains = (1 + 1 + 1 + 2/3) / 4 = 11/12 = 0.917 (not 4/5 = 0.8,
+    # which counting safety-refuse and safety-response as two domains gives)
+    total = out["over_domains_present"]
+    assert total["hard"] == pytest.approx(11 / 12) and total["avg"] == pytest.approx(11 / 12)
+    assert total["missing"] == "none" and total["domains"] == "chat, code, math, safety"
+    assert out["subsets"]["safety-refuse"]["hard"] == 1.0 and out["subsets"]["safety-response"]["hard"] == 0.0
+    # without math (the shipped data) the official total is undefined: the mean is over 3 domains
+    # and says which one is missing: (1 + 1 + 2/3) / 3 = 8/9
+    out = rb.rm_bench_by_domain([r[0] for r in rows if r[0] != "math"], [r[1][0] for r in rows if r[0] != "math"],
+                                [r[1][1] for r in rows if r[0] != "math"])
+    assert out["over_domains_present"]["hard"] == pytest.approx(8 / 9) and "math" not in out
+    assert out["over_domains_present"]["missing"] == "math"
+
+
 def test_ties_formula_with_a_missed_ref_prompt():
     rows = [{"id": "tied:0", "num_correct": 2}, {"id": "ref:0", "num_correct": 1},
             {"id": "tied:1", "num_correct": 2}, {"id": "ref:1", "num_correct": 1}]
@@ -88,9 +165,34 @@ def test_ties_formula_with_a_missed_ref_prompt():
     tied_acc, ref_acc = 0.5, 0.5
     pref = (float(2 > 1) + float(-1 > 0)) / 2            # 0.5
     pref_hard = (float(-1 > 1) + float(-1 > 0)) / 2      # 0
-    tb = (np.tanh(-1 / 1 - 1) + 0.0) / 2                 # group 1: gap 0 -> nan -> 0
+    # official: nan_to_num(tanh(min margin / gap - 1)); group 1: -1 / 0 = -inf -> tanh = -1 (not 0)
+    tb = (math.tanh(-1 / 1 - 1) + -1.0) / 2
     expected = 0.3 * tied_acc + 0.3 * ref_acc + 0.2 * pref + 0.2 * pref_hard + 0.01 * tb
+    assert expected == pytest.approx(0.39018, abs=1e-5)
     assert rb.ties_score(rows, scores) == pytest.approx(expected)
+
+
+def test_ties_zero_gap_pairing_case_and_undefined():
+    # tied 0: correct [1, 1] wrong [0] (accurate, margin 1, gap 0); ref 0: [1] vs [0] (margin 1):
+    # 0.3 + 0.3 + 0.2 [1 > 0] + 0.2 [min(1, 1) > 0] + 0.01 tanh(1 / 0 - 1) = tanh(inf) = 1 -> 1.01
+    rows = [{"id": "tied:0", "num_correct": 2}, {"id": "ref:0", "num_correct": 1}]
+    assert rb.ties_score(rows, [[1, 1, 0], [1, 0]]) == pytest.approx(1.01)
+    # the same through v2_scores with a lower-case subset and ids that pair only as integers
+    v2 = [{"id": "tied:07", "subset": "ties", "chosen": ["a", "b"], "rejected": ["c"], "num_correct": 2},
+          {"id": "ref:7", "subset": "ties", "chosen": ["a"], "rejected": ["c"], "num_correct": 1}]
+    assert rb.v2_scores(v2, [[1, 1, 0], [1, 0]])["ties"] == pytest.approx(1.01)
+    # no id with both a ref and a tied row: undefined, said so (not 0.3 tied_acc + 0.3 ref_acc)
+    v2[1]["id"] = "ref:8"
+    out = rb.v2_scores(v2, [[1, 1, 0], [1, 0]])
+    assert math.isnan(out["ties"]) and math.isnan(out["overall"])
+    assert "no prompt id has both" in out["warnings"][0]
+    # a NaN among the correct scores makes the tied group wrong wherever it stands (Python's min
+    # would skip it here): tied_acc 0, ref_acc 1, pref and pref_hard 0, margin term nan -> 0: 0.3
+    assert rb.ties_score(rows, [[1, float("nan"), 0], [1, 0]]) == pytest.approx(0.3)
+    # a NaN incorrect score in the tied group: margin NaN, so pref_hard's min(ref 5, NaN) is NaN too
+    # (np.minimum), not 5 (Python's min, then 5 > gap 1 would count): tied_acc 0, ref_acc 1, pref 0,
+    # pref_hard 0, margin term tanh(NaN) -> 0: 0.3
+    assert rb.ties_score(rows, [[3, 2, float("nan")], [5, 0]]) == pytest.approx(0.3)
 
 
 # --- loaders --------------------------------------------------------------------------------
@@ -209,13 +311,19 @@ def test_cli_rm_bench(tmp_path):
     by = {}
     for name in ("chat", "code", "safety-refuse", "safety-response"):
         for r in raw(DATA / "rm_bench" / f"{name}.jsonl.gz"):
-            by.setdefault(r["domain"], []).append(r)
+            by.setdefault(r["domain"].split("-")[0], []).append(r)  # RM-Bench's domains: by prefix
+    assert sorted(by) == ["chat", "code", "safety"]
+    hard = {}
     for dom, recs in by.items():
         cell = lambda i, j: np.mean([len(r["chosen"][i]) > len(r["rejected"][j]) for r in recs])  # noqa: E731
-        assert res["scores"][dom]["hard"] == pytest.approx((cell(0, 1) + cell(0, 2) + cell(1, 2)) / 3), dom
+        hard[dom] = (cell(0, 1) + cell(0, 2) + cell(1, 2)) / 3
+        assert res["scores"][dom]["hard"] == pytest.approx(hard[dom]), dom
         assert res["scores"][dom]["easy"] == pytest.approx((cell(1, 0) + cell(2, 0) + cell(2, 1)) / 3), dom
         assert res["scores"][dom]["normal"] == pytest.approx((cell(0, 0) + cell(1, 1) + cell(2, 2)) / 3), dom
-    assert res["rows_scored"] == 798
+        assert res["scores"][dom]["prompts"] == len(recs)
+    total = res["scores"]["over_domains_present"]
+    assert total["hard"] == pytest.approx(np.mean(list(hard.values()))) and total["missing"] == "math"
+    assert res["rows_scored"] == 798 and res["nan_scores"] == 0
 
 
 def test_cli_world_sources_on_arith_and_real_benches(tmp_path):
@@ -223,11 +331,22 @@ def test_cli_world_sources_on_arith_and_real_benches(tmp_path):
     out = static_cli(tmp_path / "a", "world=arith_small", "reward=gold", "bench=arith_v2")
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads((tmp_path / "a" / "static.json").read_text())
-    assert res["scores"]["overall"] == 1.0 and res["kind"] == "v2"
+    # gold ranks every correct answer first and scores a tied prompt's correct answers equally: gap 0
+    # with a positive margin, so the official 0.01 term is tanh(+inf - 1) = 1 and Ties = 1.01
+    assert res["kind"] == "v2" and res["scores"]["Math"] == 1.0 and res["scores"]["Open"] == 1.0
+    assert res["scores"]["Ties"] == pytest.approx(0.3 + 0.3 + 0.2 + 0.2 + 0.01)
+    assert res["scores"]["overall"] == pytest.approx((1 + 1 + 1.01) / 3)
     out = static_cli(tmp_path / "b", "world=arith_small", "reward=rm_l", "bench=llmbar", "bench.limit=24")
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads((tmp_path / "b" / "static.json").read_text())
-    assert res["rows_scored"] == 24 and 0.0 <= res["scores"]["overall"] <= 1.0
+    assert res["rows_scored"] == 24
+    # recompute from the saved per-row scores: per subset mean of [chosen > rejected], overall the
+    # unweighted mean over the subsets present
+    rows = load(OmegaConf.create(res["config"]["bench"])).rows
+    per = {}
+    for row, (c, r) in zip(rows, res["row_scores"], strict=True):
+        per.setdefault(row["subset"], []).append(c > r)
+    assert res["scores"]["overall"] == pytest.approx(np.mean([np.mean(v) for v in per.values()]))
     assert "llmbar" in out.stdout
 
 
@@ -303,7 +422,18 @@ def test_cli_lora_judge_ratings_protocol(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads((tmp_path / "static.json").read_text())
     p = res["judge_protocol"]
-    assert p["protocol"] == "ratings" and 0 <= p["overall"] <= 1 and p["verdict_parse_errors"] >= 0
+    assert p["protocol"] == "ratings" and len(p["verdicts"]) == 24
+    # recompute from the saved ratings: 1 if chosen rated higher, 0 if lower, 0.5 for equal or unparsed;
+    # per subset, then the unweighted mean over subsets
+    from policies.zoo import zoo_dir
+
+    cfg = OmegaConf.create(res["config"])
+    rows = load(cfg.bench, zoo_dir(cfg.world, cfg.cache_dir)).rows
+    per = {}
+    for row, (c, r) in zip(rows, p["verdicts"], strict=True):
+        per.setdefault(row["subset"], []).append(0.5 if c is None or r is None or c == r else float(c > r))
+    assert p["overall"] == pytest.approx(np.mean([np.mean(v) for v in per.values()]))
+    assert p["verdict_parse_errors"] == sum(x is None for v in p["verdicts"] for x in v)
     assert "judge protocol ratings" in out.stdout
 
 

@@ -1,14 +1,36 @@
 """GRPO and its variants (Dr. GRPO, DAPO) as one update rule, run inside the learner actor.
 
 Per step: n samples per prompt -> group-normalised outcome advantages -> the shared clipped update
-(rl/algos/common.py) with the KL to the reference placed by `algo.kl` (METHODS.md §9.4-9.6).
-Variants are config: loss_agg grpo | dr_grpo | dapo, std_norm, clip_low/clip_high,
-dynamic_sampling.
+(rl/algos/common.py) with the KL to the reference placed by `algo.kl` (Shao et al. 2024; Dr. GRPO,
+Liu et al. 2025; DAPO, Yu et al. 2025). Variants are config: loss_agg grpo | dr_grpo | dapo,
+std_norm, clip_low/clip_high, dynamic_sampling.
+
+dynamic_sampling: false | mask | resample. A group whose rewards are all equal has advantage 0 and
+only dilutes the loss's denominators. `mask` leaves its sequences out of the loss (and out of the
+aggregation's counts); `resample` is DAPO's own rule: the driver (rl/loop.py) draws more prompts
+until the batch holds `prompts_per_step` groups with reward variance, so nothing is left to mask.
 """
 from __future__ import annotations
 
 from rl import losses as L
 from rl.algos import common
+
+DYNAMIC_SAMPLING = (False, "mask", "resample")
+
+
+def check(cfg) -> None:
+    if cfg.samples_per_prompt < 2:
+        raise ValueError(f"algo.samples_per_prompt={cfg.samples_per_prompt}: GRPO's group baseline needs >= 2 "
+                         "samples per prompt (with 1 every advantage is 0)")
+    if dynamic_sampling(cfg) not in DYNAMIC_SAMPLING:
+        raise ValueError(f"algo.dynamic_sampling={cfg.dynamic_sampling!r}; expected false, mask or resample")
+    if dynamic_sampling(cfg) == "resample" and cfg.max_sample_rounds < 1:
+        raise ValueError(f"algo.max_sample_rounds={cfg.max_sample_rounds}; expected >= 1")
+
+
+def dynamic_sampling(cfg):
+    """`true` is read as `mask` (the earlier boolean switch)."""
+    return "mask" if cfg.dynamic_sampling is True else cfg.dynamic_sampling
 
 
 def update(learner, rollouts, rewards: list[float]) -> dict:
@@ -17,9 +39,9 @@ def update(learner, rollouts, rewards: list[float]) -> dict:
     b = common.prepare(learner, rollouts, rewards)
     r = common.sequence_rewards(learner, b)
     adv = L.group_advantages(r, k, cfg.std_norm, cfg.adv_eps)
-    zero_var = r.view(-1, k).std(1) == 0 if k > 1 else r.new_ones(1, dtype=bool)
+    zero_var = L.zero_variance(r, k)
     loss_mask = b.mask.float()
-    if cfg.dynamic_sampling:  # DAPO: groups with one reward value carry no signal; keep them out
+    if dynamic_sampling(cfg) == "mask":
         loss_mask = loss_mask * (~zero_var).repeat_interleave(k).float()[:, None]
     stats = common.policy_update(learner, b, adv, loss_mask)
     return stats | common.metrics(b, adv) | {"grpo/zero_var_groups": zero_var.float().mean().item()}
