@@ -1,40 +1,83 @@
-"""Reward sources by config (`reward=` group): rm, lora_judge, cdr, rule, length, gold, combination."""
+"""Reward sources by config (`reward=` and `gold=` groups).
+
+Types: rm, lora_judge, cdr, arith_rule, math_verify, length, arith_gold, combination; and three that a run
+resolves against its task (`resolve`): `rule` = the task's own verifier, `task` = the task's default
+gold, `gold` = the run's gold (reward=gold optimises it). With no task (the static harness) they
+mean the arith world's verifier and gold, as before tasks were config.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-TYPES = ("rm", "lora_judge", "cdr", "rule", "length", "gold", "combination")
+from omegaconf import OmegaConf
+
+TYPES = ("rm", "lora_judge", "cdr", "arith_rule", "math_verify", "length", "arith_gold", "combination", "rule", "task", "gold")
+ZOO_FIELDS = {"rm": [("artifact", "path")], "lora_judge": [("base_artifact", "base_path"), ("adapter_artifact", "adapter_path")],
+              "cdr": [("strong_artifact", "strong_path"), ("weak_artifact", "weak_path")]}
+ARITH = {"rule": {"type": "arith_rule"}, "task": {"name": "gold", "type": "arith_gold"}, "gold": {"name": "gold", "type": "arith_gold"}}
 
 
-def artifact_path(cfg, key: str, zoo_dir: Path | None, field: str = "path") -> str:
+def resolve(cfg, task=None, gold=None):
+    """`cfg` with the task-relative types replaced by concrete ones (keys the user set, such as
+    name or unverifiable, are kept); parts of a combination too. `gold` is the run's gold config."""
+    kind = cfg.get("type")
+    if kind == "combination":
+        out = OmegaConf.create(OmegaConf.to_container(cfg))
+        out.parts = [resolve(part, task, gold) for part in cfg.parts]
+        return out
+    if kind == "gold" and gold is not None:
+        return resolve(gold, task)
+    if kind in ("rule", "task", "gold"):
+        if task is None:
+            base = ARITH[kind]
+        else:
+            base = task.verifier if kind == "rule" else task.default_gold
+            if base is None:
+                raise ValueError(f"task {task.name!r} has no reference answers, so no verifier "
+                                 f"({'reward=rule' if kind == 'rule' else 'gold=task'} needs one): set task.answer_key, "
+                                 "or choose another reward / gold (e.g. gold=rm gold.path=<RM>)")
+        own = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "type"}
+        return OmegaConf.merge(base, own)
+    return cfg
+
+
+def needs_zoo(cfg) -> bool:
+    """Whether a (resolved) source reads an artifact of the arith world zoo: a model field left to
+    the zoo (its *_artifact set, its *_path not)."""
+    if cfg.get("type") == "combination":
+        return any(needs_zoo(p) for p in cfg.parts)
+    return any(cfg.get(key) and not cfg.get(field) for key, field in ZOO_FIELDS.get(cfg.get("type"), []))
+
+
+def artifact_path(cfg, key: str, zoo_dir: Path | None, field: str = "path", group: str = "reward") -> str:
     """A model path: `cfg.<field>` if given, else the world zoo's artifact `cfg.<key>`."""
     if cfg.get(field):
         path = Path(cfg[field])
     elif cfg.get(key) and zoo_dir is not None:
         path = zoo_dir / cfg[key]
     else:
-        raise ValueError(f"reward {cfg.get('name')!r}: set reward.{field} (a local model directory) or "
-                         f"reward.{key} (an artifact of the world zoo)")
+        raise ValueError(f"{group} {cfg.get('name')!r}: set {group}.{field} (a local model directory) or "
+                         f"{group}.{key} (an artifact of the world zoo)")
     if not path.exists():
-        raise ValueError(f"reward {cfg.get('name')!r}: model path {str(path)!r} does not exist")
+        raise ValueError(f"{group} {cfg.get('name')!r}: model path {str(path)!r} (config key {group}.{field}) does not exist")
     return str(path)
 
 
-def check_source(cfg, zoo_dir: Path | None = None) -> None:
-    """Validate a `reward` config (type, model paths) without loading any model."""
+def check_source(cfg, zoo_dir: Path | None = None, group: str = "reward") -> None:
+    """Validate a `reward` / `gold` config (type, model paths) without loading any model."""
     kind = cfg.get("type")
     if kind not in TYPES:
-        raise ValueError(f"unknown reward type {kind!r} (config key reward.type); expected one of: {', '.join(TYPES)}")
-    fields = {"rm": [("artifact", "path")], "lora_judge": [("base_artifact", "base_path"), ("adapter_artifact", "adapter_path")],
-              "cdr": [("strong_artifact", "strong_path"), ("weak_artifact", "weak_path")]}.get(kind, [])
-    for key, field in fields:
-        artifact_path(cfg, key, zoo_dir, field)
+        raise ValueError(f"unknown reward type {kind!r} (config key {group}.type); expected one of: {', '.join(TYPES)}")
+    for key, field in ZOO_FIELDS.get(kind, []):
+        artifact_path(cfg, key, zoo_dir, field, group)
     for part in cfg.get("parts", []) if kind == "combination" else []:
-        check_source(part, zoo_dir)
+        check_source(part, zoo_dir, group)
 
 
 def make_source(cfg, zoo_dir: Path | None = None):
-    """Build the reward source a `reward` config describes (inside whichever process calls it)."""
+    """Build the reward source a `reward` config describes (inside whichever process calls it);
+    a run resolves task-relative types first (`resolve`), anything else means the arith world's."""
+    cfg = resolve(cfg)
     check_source(cfg, zoo_dir)
     kind = cfg.get("type")
     if kind == "rm":
@@ -50,13 +93,16 @@ def make_source(cfg, zoo_dir: Path | None = None):
         return CDR(artifact_path(cfg, "strong_artifact", zoo_dir, "strong_path"),
                    artifact_path(cfg, "weak_artifact", zoo_dir, "weak_path"), cfg.name, cfg.get("length_norm", "sum"),
                    cfg.get("template", "{prompt}"), cfg.get("batch_size", 64))
-    if kind == "rule":
+    if kind == "arith_rule":
         from rewards.rule import ArithVerifier
         return ArithVerifier(cfg.name, cfg.get("unverifiable", 0.0))
+    if kind == "math_verify":
+        from rewards.math_verify import MathVerifier
+        return MathVerifier(cfg.name, cfg.get("extract", "auto"), cfg.get("unverifiable", 0.0))
     if kind == "length":
         from rewards.rule import Length
         return Length(cfg.name, cfg.get("unit", "chars"))
-    if kind == "gold":
+    if kind == "arith_gold":
         from rewards.gold import Gold
         return Gold()
     if kind == "combination":
@@ -69,9 +115,18 @@ class Combination:
     def __init__(self, name: str, parts: list):
         self.name, self.parts = name, parts
 
-    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def score(self, prompts: list[str], responses: list[str], items=None) -> list[float]:
         total = [0.0] * len(prompts)
         for source, weight in self.parts:
-            for i, s in enumerate(source.score(prompts, responses)):
+            for i, s in enumerate(call_score(source, prompts, responses, items)):
                 total[i] += weight * s
         return total
+
+
+def call_score(source, prompts: list[str], responses: list[str], items=None) -> list[float]:
+    """`source.score`, given the task's items when it takes them (verifiers, reference-based rewards)."""
+    import inspect
+
+    if items is not None and "items" in inspect.signature(source.score).parameters:
+        return source.score(prompts, responses, items=items)
+    return source.score(prompts, responses)

@@ -15,15 +15,12 @@ import time
 import warnings
 
 import ray
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from policies.actor import call
-from policies.engine import Sampling, check_engine_name
+from policies.engine import Sampling, check_engine_name, check_model_dir
 from policies.sync import check_gap
-
-GOLD = {"name": "gold", "type": "gold"}
-
 
 class _RewardActor:
     def __init__(self, cfg, zoo_dir, threads):
@@ -35,11 +32,16 @@ class _RewardActor:
             torch.set_num_threads(threads)
         self.source = make_source(cfg, zoo_dir)
 
-    def score(self, prompts, responses):
-        """Scores, plus counters a source keeps (the judge's verdict parse failures, cumulative)."""
-        scores = self.source.score(prompts, responses)
-        failures = getattr(self.source, "parse_failures", None)
-        return scores, {} if failures is None else {"reward/parse_failures": float(failures)}
+    def score(self, prompts, responses, items=None):
+        """Scores, plus counters a source keeps (cumulative): the judge's verdict parse failures, a
+        verifier's unverifiable prompts and unparsable answers."""
+        from rewards import call_score
+
+        scores = call_score(self.source, prompts, responses, items)
+        counters = {"parse_failures": "reward/parse_failures", "unverifiable": "reward/unverifiable",
+                    "no_answer": "reward/no_answer", "too_large": "reward/too_large"}
+        return scores, {tag: float(getattr(self.source, attr)) for attr, tag in counters.items()
+                        if isinstance(getattr(self.source, attr, None), (int, float))}
 
 
 def _mean(xs) -> float:
@@ -50,18 +52,24 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     from policies import zoo
     from policies.actor import start_engine
     from policies.models import resolve_policy
-    from rewards import check_source
+    from rewards import check_source, needs_zoo, resolve
     from rl.algos import get_algo
     from rl.cluster import init_ray
     from rl.learner import Learner
     from rl.logger import MetricLogger
-    from rl.tasks.arith import sample_items
+    from rl.tasks import make_task
 
     t_start = time.time()
     algo = get_algo(cfg.algo.name)  # unknown names fail here, before anything starts
     check_engine_name(cfg.engine.name)
-    zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir)
-    check_source(cfg.reward, zoo_dir)
+    task = make_task(cfg.task)
+    gold_cfg, proxy_cfg = resolve(cfg.gold, task), resolve(cfg.reward, task, gold=cfg.gold)
+    if cfg.policy.source == "path":  # a wrong path is one line now, not after a zoo build
+        check_model_dir(cfg.policy.path, "policy.path")
+    # the arith zoo only when something reads it: a non-arith run builds nothing
+    zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir) if needs_zoo(proxy_cfg) or needs_zoo(gold_cfg) else None
+    check_source(proxy_cfg, zoo_dir)
+    check_source(gold_cfg, zoo_dir, "gold")
     policy_path = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
     critic_path = None
     if cfg.algo.name != "bon":
@@ -79,9 +87,9 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     timeout, threads = cfg.engine.rpc_timeout_s, cfg.cluster.threads_per_actor
     engine = start_engine(cfg.engine, policy_path)
     reward_actor = ray.remote(num_cpus=cfg.cluster.reward_cpus)(_RewardActor)
-    proxy = reward_actor.remote(cfg.reward, zoo_dir, threads)
-    gold = reward_actor.remote(OmegaConf.create(GOLD), zoo_dir, threads)
-    eval_prompts = [it.prompt for it in sample_items("eval", cfg.eval.prompts, cfg.seed, cfg.world.open_frac)]
+    proxy = reward_actor.remote(proxy_cfg, zoo_dir, threads)
+    gold = reward_actor.remote(gold_cfg, zoo_dir, threads)
+    eval_items = task.items("eval", cfg.eval.prompts, cfg.seed)
     resume = _resume_from(cfg, run_dir)
     log = MetricLogger(run_dir, purge_from=resume[1]["step"] + 1 if resume else 0)
     if not resume:  # a fresh run in a used directory: no stale generations either
@@ -89,8 +97,10 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
     counters = {}
 
-    def score(prompts, texts):
-        p, g = proxy.score.remote(prompts, texts), gold.score.remote(prompts, texts)
+    def score(items, texts):
+        """Proxy and gold scores of `texts`, each answering the item at the same position."""
+        prompts = [it.text for it in items]
+        p, g = proxy.score.remote(prompts, texts, items), gold.score.remote(prompts, texts, items)
         (proxy_scores, extra), (gold_scores, _) = call(p, f"reward '{cfg.reward.name}'", timeout), call(g, "gold", timeout)
         counters.update(extra)
         return proxy_scores, gold_scores
@@ -98,19 +108,20 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     actors = [proxy, gold]
     try:
         if cfg.algo.name == "bon":
-            summary = _run_bon(cfg, algo, engine, score, eval_prompts, log, run_dir)
+            summary = _run_bon(cfg, algo, engine, score, eval_items, log, run_dir)
         else:
             learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner)
             learner = learner_actor.remote(policy_path, cfg.algo, threads, cfg.seed, critic_path)
             actors.append(learner)
-            summary = _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters, resume)
+            summary = _run_rl(cfg, task, engine, learner, score, eval_items, log, timeout, run_dir, counters, resume)
     finally:
         log.close()
         engine.close()
         for actor in actors:
             ray.kill(actor)
-    summary.update({"algo": cfg.algo.name, "reward": cfg.reward.name, "engine": cfg.engine.name,
-                    "policy": policy_path, "wall_s": round(time.time() - t_start, 1)})
+    summary.update({"algo": cfg.algo.name, "reward": cfg.reward.name, "gold": gold_cfg.name, "task": task.name,
+                    "task_rows_dropped": dict(task.dropped), "engine": cfg.engine.name, "policy": policy_path,
+                    "wall_s": round(time.time() - t_start, 1)})
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
@@ -126,14 +137,14 @@ def _check_sampling(a) -> None:
                       stacklevel=2)
 
 
-def _run_bon(cfg, algo, engine, score, prompts, log, run_dir) -> dict:
+def _run_bon(cfg, algo, engine, score, items, log, run_dir) -> dict:
     N = cfg.algo.n_max
     t = time.time()
-    rs = engine.generate(prompts, Sampling(n=N, temperature=cfg.algo.temperature, top_p=cfg.algo.top_p,
+    rs = engine.generate([it.engine_prompt for it in items], Sampling(n=N, temperature=cfg.algo.temperature, top_p=cfg.algo.top_p,
                                            max_tokens=cfg.algo.max_tokens, seed=cfg.seed))
     gen_s = time.time() - t
-    proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
-    per = lambda xs: [xs[i * N : (i + 1) * N] for i in range(len(prompts))]  # noqa: E731
+    proxy, gold = score([items[r.prompt_index] for r in rs], [r.text for r in rs])
+    per = lambda xs: [xs[i * N : (i + 1) * N] for i in range(len(items))]  # noqa: E731
     rows = algo.curves(per(proxy), per(gold), N)
     for row in rows:
         log.log(row["n"], {k: v for k, v in row.items() if k != "n"} | {"perf/gen_s": gen_s})
@@ -147,28 +158,29 @@ def _run_bon(cfg, algo, engine, score, prompts, log, run_dir) -> dict:
     return {"proxy_initial": rows[0]["reward/proxy"], "proxy_final": rows[-1]["reward/proxy"],
             "gold_initial": rows[0]["reward/gold"], "gold_final": rows[-1]["reward/gold"],
             "kl_final": rows[-1]["kl/bon_exact"], "kl_bound_final": rows[-1]["kl/bon"], "n_max": N,
-            "prompts": len(prompts)}
+            "prompts": len(items)}
 
 
-def _evaluate(cfg, engine, learner, score, prompts, timeout, run_dir, step) -> dict:
-    rs = engine.generate(prompts, Sampling(n=1, temperature=cfg.eval.temperature, max_tokens=cfg.algo.max_tokens,
+def _evaluate(cfg, engine, learner, score, items, timeout, run_dir, step) -> dict:
+    rs = engine.generate([it.engine_prompt for it in items], Sampling(n=1, temperature=cfg.eval.temperature, max_tokens=cfg.algo.max_tokens,
                                            seed=cfg.seed + 1_000_003))  # same draws at every evaluation
     texts = [r.text for r in rs]
-    proxy, gold = score(prompts, texts)
+    proxy, gold = score(items, texts)
     kl = call(learner.kl_to_ref.remote(rs, cfg.eval.temperature), "learner", timeout)
-    _write_samples(run_dir, step, prompts, texts, proxy, gold, kl)
+    _write_samples(run_dir, step, items, texts, proxy, gold, kl)
     return {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
             "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
 
 
-def _write_samples(run_dir, step, prompts, texts, proxy, gold, kl) -> None:
+def _write_samples(run_dir, step, items, texts, proxy, gold, kl) -> None:
     """Every evaluation's generations with their scores, so a hacked policy can be read, not guessed."""
     from rl.logger import write_atomic
 
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
-    keys = ("prompt", "response", "proxy", "gold", "kl")
+    keys = ("prompt", "answer", "response", "proxy", "gold", "kl")
+    rows = zip([it.text for it in items], [it.answer for it in items], texts, proxy, gold, kl)
     write_atomic(os.path.join(run_dir, "samples", f"step_{step:06d}.jsonl"),
-                 "".join(json.dumps(dict(zip(keys, row))) + "\n" for row in zip(prompts, texts, proxy, gold, kl)))
+                 "".join(json.dumps(dict(zip(keys, row))) + "\n" for row in rows))
 
 
 def _resume_from(cfg, run_dir: str) -> tuple[str, dict] | None:
@@ -198,7 +210,7 @@ def _save_checkpoint(run_dir, step, learner, state, keep, timeout) -> None:
         shutil.rmtree(old)
 
 
-def _sample_batch(cfg, engine, score, step: int, sampling: dict):
+def _sample_batch(cfg, task, engine, score, step: int, sampling: dict):
     """One step's prompt-major rollouts with their proxy and gold scores.
 
     With algo.dynamic_sampling=resample (DAPO) groups whose proxy scores are all equal carry no
@@ -210,7 +222,6 @@ def _sample_batch(cfg, engine, score, step: int, sampling: dict):
     import torch
 
     from rl.losses import zero_variance
-    from rl.tasks.arith import sample_items
 
     a, k = cfg.algo, cfg.algo.samples_per_prompt
     resample = a.get("dynamic_sampling") == "resample"
@@ -218,14 +229,13 @@ def _sample_batch(cfg, engine, score, step: int, sampling: dict):
     stats = {"perf/gen_s": 0.0, "perf/reward_s": 0.0, "perf/tokens_per_s": 0.0}
     while True:
         data_seed = cfg.seed * 1_000_003 + step if rounds == 0 else f"{cfg.seed * 1_000_003 + step}r{rounds}"
-        items = sample_items("train", a.prompts_per_step, data_seed, cfg.world.open_frac, distinct=False)
-        prompts = [it.prompt for it in items]
+        items = task.items("train", a.prompts_per_step, data_seed, distinct=False)
         t = time.time()
-        rs = engine.generate(prompts, Sampling(**sampling, seed=cfg.seed * 100_003 + step + rounds * 1_000_000_007))
+        rs = engine.generate([it.engine_prompt for it in items], Sampling(**sampling, seed=cfg.seed * 100_003 + step + rounds * 1_000_000_007))
         stats["perf/tokens_per_s"] += sum(len(r.completion_ids) for r in rs)  # tokens, per second below
         stats["perf/gen_s"] += time.time() - t
         t = time.time()
-        proxy, gold = score([prompts[r.prompt_index] for r in rs], [r.text for r in rs])
+        proxy, gold = score([items[r.prompt_index] for r in rs], [r.text for r in rs])
         stats["perf/reward_s"] += time.time() - t
         rounds += 1
         if not resample:
@@ -250,7 +260,7 @@ def _sample_batch(cfg, engine, score, step: int, sampling: dict):
                             "dynamic/surplus_groups": float(surplus), "dynamic/groups": float(groups)})
 
 
-def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, counters, resume) -> dict:
+def _run_rl(cfg, task, engine, learner, score, eval_items, log, timeout, run_dir, counters, resume) -> dict:
     a = cfg.algo
     sampling = dict(n=a.samples_per_prompt, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens)
     start = 0
@@ -262,14 +272,14 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, co
         log.truncate(start)
         print(f"resumed from {ckpt} at step {start}")
     else:
-        first = _evaluate(cfg, engine, learner, score, eval_prompts, timeout, run_dir, 0)
+        first = _evaluate(cfg, engine, learner, score, eval_items, timeout, run_dir, 0)
         log.log(0, first)
     last = first
     bar = tqdm(range(start, a.steps), desc=f"{a.name} {cfg.reward.name}", unit="step", initial=start, total=a.steps)
     for step in bar:
         t0 = time.time()
         # Each step's prompts depend on (seed, step) alone: a resumed run sees the same data.
-        rs, proxy, gold, drawn = _sample_batch(cfg, engine, score, step, sampling)
+        rs, proxy, gold, drawn = _sample_batch(cfg, task, engine, score, step, sampling)
         t2 = time.time()
         m = call(learner.update.remote(rs, proxy), "learner", timeout)
         check_gap(m["sync/logprob_diff"], m["sync/logprob_diff_max"], m.pop("sync/tokens"), cfg.engine.sync_tolerance,
@@ -283,7 +293,7 @@ def _run_rl(cfg, engine, learner, score, eval_prompts, log, timeout, run_dir, co
                   "perf/learn_s": t3 - t2, "perf/sync_s": t4 - t3, "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0,
                   **drawn, **counters})
         if (step + 1) % cfg.eval.every == 0 or step + 1 == a.steps:
-            last = _evaluate(cfg, engine, learner, score, eval_prompts, timeout, run_dir, step + 1)
+            last = _evaluate(cfg, engine, learner, score, eval_items, timeout, run_dir, step + 1)
             m.update(last)
         log.log(step + 1, m)
         bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}", kl=f"{m['kl/k1']:.2f}")

@@ -33,8 +33,10 @@ def test_eos_ends_generation(engine):
     for r in rs:
         assert r.finish_reason == "stop"
         assert r.completion_ids[-1] == eos and eos not in r.completion_ids[:-1]
-        assert len(r.completion_ids) == ANSWER_LEN + 1
-        assert len(r.text) == ANSWER_LEN and r.text.isalpha()  # EOS not in the text
+        # one character per letter token, EOS not in the text. (Not asserted: exactly ANSWER_LEN
+        # letters. The echo model learned that length only mostly: on one CPU a sample ran to 9.)
+        assert len(r.text) == len(r.completion_ids) - 1 and r.text.isalpha()
+    assert sum(len(r.text) == ANSWER_LEN for r in rs) >= len(rs) // 2
 
 
 def test_max_tokens_respected(engine):

@@ -61,7 +61,7 @@ def test_grpo_runs_with_every_reward_source(reward, tmp_path):
     samples = sorted((tmp_path / "samples").iterdir())
     assert [p.name for p in samples] == ["step_000000.jsonl", "step_000001.jsonl", "step_000002.jsonl"]
     first, last = ([json.loads(x) for x in p.read_text().splitlines()] for p in (samples[0], samples[-1]))
-    assert len(last) == 8 and set(last[0]) == {"prompt", "response", "proxy", "gold", "kl"}
+    assert len(last) == 8 and set(last[0]) == {"prompt", "answer", "response", "proxy", "gold", "kl"}
     # the gold channel is the world's rule, rescored here from the saved texts
     assert summary["gold_initial"] == pytest.approx(sum(hand_gold(r["prompt"], r["response"]) for r in first) / 8)
     assert summary["gold_final"] == pytest.approx(sum(hand_gold(r["prompt"], r["response"]) for r in last) / 8)
@@ -184,7 +184,7 @@ def test_critic_from_a_reward_model_starts_at_its_scores():
     (["algo.dynamic_sampling=always"], "algo.dynamic_sampling='always'; expected false, mask or resample"),
     (["algo.temperature=0"], "algo.temperature=0: a policy-gradient run samples at a temperature > 0"),
     (["reward.type=oracle"], "unknown reward type 'oracle' (config key reward.type)"),
-    (["reward=rm_l", "reward.path=/no/rm"], "model path '/no/rm' does not exist"),
+    (["reward=rm_l", "reward.path=/no/rm"], "model path '/no/rm' (config key reward.path) does not exist"),
     (["job=sleep"], "unknown job 'sleep' (config key job)"),
 ])
 def test_bad_loop_config_is_one_clear_error(args, message):

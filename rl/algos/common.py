@@ -58,21 +58,87 @@ class Batch:
     scores: torch.Tensor     # (B,) the reward source's scores
 
 
-def _logprobs(model, ids, attn, temperature: float = 1.0):
-    """Log-probs of the sampled tokens (B, T-1) and the full log-distributions (B, T-1, V) of
-    softmax(logits / temperature)."""
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-    logp_all = (logits / temperature).log_softmax(-1)
-    return logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1), logp_all
+class _ChunkedLogprobs(torch.autograd.Function):
+    """Rows (N, V) of logits -> the targets' log-probs (N,) and the entropies (N,) of softmax(logits /
+    temperature), `chunk` rows at a time in float32, forward and backward: autograd's log_softmax would
+    keep a float32 (N, V) output alive for the backward (gigabytes for a 49k vocabulary), this keeps
+    only the logits and recomputes each chunk's softmax in the backward."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, temperature, chunk):
+        logp = torch.empty(len(logits), dtype=torch.float32, device=logits.device)
+        entropy = torch.empty_like(logp)
+        for s in range(0, len(logits), chunk):
+            lsm = (logits[s : s + chunk].float() / temperature).log_softmax(-1)
+            logp[s : s + chunk] = lsm.gather(-1, targets[s : s + chunk, None]).squeeze(-1)
+            entropy[s : s + chunk] = -(lsm.exp() * lsm).sum(-1)
+        ctx.save_for_backward(logits, targets, entropy)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.set_materialize_grads(False)  # an unused entropy gets None: its backward is skipped
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, g_logp, g_entropy):
+        logits, targets, entropy = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for s in range(0, len(logits), ctx.chunk):
+            lsm = (logits[s : s + ctx.chunk].float() / ctx.temperature).log_softmax(-1)
+            p = lsm.exp()
+            g = torch.zeros_like(lsm)
+            if g_logp is not None:  # d log p_y / dz = onehot(y) - p
+                gl = g_logp[s : s + ctx.chunk, None]
+                g = g.scatter_add_(-1, targets[s : s + ctx.chunk, None], gl) - p * gl
+            if g_entropy is not None:  # dH / dz = -p (log p + H)
+                g = g - p * (lsm + entropy[s : s + ctx.chunk, None]) * g_entropy[s : s + ctx.chunk, None]
+            grad[s : s + ctx.chunk] = (g / ctx.temperature).to(grad.dtype)
+        return grad, None, None, None
+
+
+def token_logprobs_entropy(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0,
+                           chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (B, T, V) of a model run on ids (B, T) -> log p(ids[:, t+1]) and the entropy at
+    position t, (B, T-1) each, of softmax(logits / temperature), in float32, computed over the B*T
+    rows `chunk` rows at a time (no float32 (B, T, V) copy). Gradients flow through both."""
+    B, T, V = logits.shape
+    # every row is scored (the last position gets a dummy target, dropped below): flattening all of
+    # (B, T, V) is a view, flattening logits[:, :-1] would copy it
+    targets = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1).reshape(-1)
+    logp, entropy = _ChunkedLogprobs.apply(logits.reshape(B * T, V), targets, float(temperature), int(chunk))
+    return logp.view(B, T)[:, :-1], entropy.view(B, T)[:, :-1]
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _logprobs(model, ids, attn, temperature: float = 1.0, chunk: int = 1024):
+    """Log-probs of the sampled tokens and entropies (B, T-1), on the model's device, of
+    softmax(logits / temperature); ids and attn are moved there."""
+    ids, attn = ids.to(_device(model)), attn.to(_device(model))
+    return token_logprobs_entropy(model(input_ids=ids, attention_mask=attn).logits, ids, temperature, chunk)
+
+
+def _width(attn: torch.Tensor) -> int:
+    """Columns that hold tokens: the batch is right-padded, so columns past its longest sequence
+    change nothing before them (causal model) and a micro-batch is cut to this."""
+    return int(attn.sum(1).max())
 
 
 @torch.no_grad()
-def _forward(model, ids, attn, temperature: float):
-    """Sampled tokens' log-probs at `temperature` and at 1, and the entropy at `temperature`."""
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-    raw = logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    logp_all = (logits / temperature).log_softmax(-1)
-    return logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1), raw, -(logp_all.exp() * logp_all).sum(-1)
+def _forward(model, ids, attn, temperature: float, micro: int | None = None, chunk: int = 1024):
+    """Sampled tokens' log-probs at `temperature` and at 1, and the entropy at `temperature`, (B, T-1)
+    each on the CPU, `micro` sequences per forward pass (all at once when None); 0 past each
+    micro-batch's longest sequence (off the completion mask)."""
+    B, T = ids.shape
+    out = torch.zeros(3, B, T - 1)
+    for idx in torch.arange(B).split(micro or B):
+        w = _width(attn[idx])
+        x = ids[idx, :w].to(_device(model))
+        logits = model(input_ids=x, attention_mask=attn[idx, :w].to(_device(model))).logits
+        logp, entropy = token_logprobs_entropy(logits, x, temperature, chunk)
+        raw = logp if temperature == 1 else token_logprobs_entropy(logits, x, 1.0, chunk)[0]
+        out[:, idx, : w - 1] = torch.stack([logp, raw, entropy]).cpu()
+    return out[0], out[1], out[2]
 
 
 def prepare(learner, rollouts, rewards: list[float]) -> Batch:
@@ -80,11 +146,27 @@ def prepare(learner, rollouts, rewards: list[float]) -> Batch:
     engine = torch.zeros(mask.shape)
     for b, r in enumerate(rollouts):
         engine[b][mask[b]] = torch.tensor(r.logprobs, dtype=torch.float32)
-    temperature = learner.cfg.temperature
-    old, raw, entropy = _forward(learner.policy, ids, attn, temperature)
-    ref, _, _ = _forward(learner.ref, ids, attn, temperature)
+    cfg = learner.cfg
+    micro, chunk = cfg.get("micro_batch"), logprob_chunk(cfg)
+    old, raw, entropy = _forward(learner.policy, ids, attn, cfg.temperature, micro, chunk)
+    ref, _, _ = _forward(learner.ref, ids, attn, cfg.temperature, micro, chunk)
     kl = L.kl_estimate(old, ref, learner.cfg.kl.estimator) * mask
     return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32))
+
+
+def logprob_chunk(cfg) -> int:
+    """`algo.logprob_chunk`: rows (positions x sequences) per float32 log-softmax chunk."""
+    return int(cfg.get("logprob_chunk") or 1024)
+
+
+def _denominator(mask: torch.Tensor, mode: str, constant: float | None) -> torch.Tensor:
+    """What `L.aggregate` divides the masked token-loss sum (grpo: the sum of per-sequence means) by.
+    An unknown mode or a missing dr_grpo constant is left to `L.aggregate` to reject."""
+    mode = L.LOSS_AGGREGATIONS.get(mode, mode)
+    if mode == "dapo":
+        return mask.sum().clamp_min(1)
+    sequences = (mask.sum(1) > 0).sum().clamp_min(1)  # sequences with a counted token
+    return sequences * (constant or 1) if mode == "dr_grpo" else sequences
 
 
 def reward_beta(learner) -> float:
@@ -107,6 +189,7 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
     pi_engine, cap), both at temperature 1 (the engine reports no other).
     """
     cfg, policy, opt = learner.cfg, learner.policy, learner.optimizer
+    dev, chunk = _device(policy), logprob_chunk(cfg)
     beta = learner.kl_coef if cfg.kl.placement == "loss" else 0.0
     tis_cap = cfg.get("tis_cap")
     tis = L.truncated_is_weights(b.raw, b.engine_lp, tis_cap) if tis_cap else None
@@ -117,25 +200,43 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
             m = loss_mask[mb]
             if m.sum() == 0:
                 continue
-            logp, logp_all = _logprobs(policy, b.ids[mb], b.attn[mb], cfg.temperature)
-            approx_kl = L.masked_mean(L.kl_estimate(b.old[mb], logp.detach(), "k3"), m).item()
+            # the minibatch's loss is a sum of micro-batch terms, each its numerator over the whole
+            # minibatch's denominator, so the accumulated gradient is exactly the minibatch's
+            denominator = _denominator(m, cfg.loss_agg, cfg.max_tokens)
+            opt.zero_grad(set_to_none=True)
+            loss = kl_sum = clipped_sum = 0.0
+            for mu in mb.split(cfg.get("micro_batch") or len(mb)):
+                if loss_mask[mu].sum() == 0:
+                    continue  # nothing in it counts: no gradient, no statistics
+                t = _width(b.attn[mu]) - 1
+                mu_mask = loss_mask[mu, :t].to(dev)
+                logp, entropy = _logprobs(policy, b.ids[mu, : t + 1], b.attn[mu, : t + 1], cfg.temperature, chunk)
+                old = b.old[mu, :t].to(dev)
+                kl_sum += (L.kl_estimate(old, logp.detach(), "k3") * mu_mask).sum().item()
+                adv_mu = (adv[mu] if adv.dim() == 1 else adv[mu, :t]).to(dev)
+                per_token, clipped = L.clipped_pg_loss(logp, old, adv_mu, cfg.clip_low, cfg.clip_high, cfg.dual_clip)
+                if tis is not None:  # the policy-gradient term only, as TRL: the KL and entropy terms are exact
+                    per_token = per_token * tis[mu, :t].to(dev)
+                if beta:
+                    per_token = per_token + beta * L.kl_estimate(logp, b.ref[mu, :t].to(dev), cfg.kl.estimator)
+                if cfg.entropy_coef:
+                    per_token = per_token - cfg.entropy_coef * entropy
+                # aggregate() x its own denominator = this micro-batch's numerator
+                part = (L.aggregate(per_token, mu_mask, cfg.loss_agg, constant=cfg.max_tokens)
+                        * _denominator(mu_mask, cfg.loss_agg, cfg.max_tokens) / denominator.to(dev))
+                part.backward()
+                loss += part.item()
+                clipped_sum += (clipped * mu_mask).sum().item()
+            approx_kl = kl_sum / m.sum().item()
             if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                # known only after every micro-batch's pass: the gradient is dropped, no step taken
+                opt.zero_grad(set_to_none=True)
                 stopped = True
                 break
-            per_token, clipped = L.clipped_pg_loss(logp, b.old[mb], adv[mb], cfg.clip_low, cfg.clip_high, cfg.dual_clip)
-            if tis is not None:  # the policy-gradient term only, as TRL: the KL and entropy terms are exact
-                per_token = per_token * tis[mb]
-            if beta:
-                per_token = per_token + beta * L.kl_estimate(logp, b.ref[mb], cfg.kl.estimator)
-            if cfg.entropy_coef:
-                per_token = per_token + cfg.entropy_coef * (logp_all.exp() * logp_all).sum(-1)
-            loss = L.aggregate(per_token, m, cfg.loss_agg, constant=cfg.max_tokens)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             stats["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)))
             opt.step()
-            stats["loss"].append(loss.item())
-            stats["clipfrac"].append(L.masked_mean(clipped, m).item())
+            stats["loss"].append(loss)
+            stats["clipfrac"].append(clipped_sum / m.sum().item())
             stats["approx_kl"].append(approx_kl)
         if stopped:
             break

@@ -86,8 +86,9 @@ def update(learner, rollouts, rewards: list[float]) -> dict:
     cfg, critic = learner.cfg, learner.critic
     b = common.prepare(learner, rollouts, rewards)
     mask = b.mask.float()
+    dev = learner.device  # the critic's; the batch stays on the CPU
     with torch.no_grad():
-        old_values = critic(b.ids, b.attn) * mask
+        old_values = critic(b.ids.to(dev), b.attn.to(dev)).cpu() * mask
     r = L.token_rewards(b.scores, b.mask, b.kl, common.reward_beta(learner))
     adv, returns = L.gae(r, old_values, b.mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
@@ -101,17 +102,18 @@ def update(learner, rollouts, rewards: list[float]) -> dict:
 
 def value_update(learner, b: common.Batch, old_values: torch.Tensor, returns: torch.Tensor) -> dict:
     """The critic's epochs x minibatches on the clipped value loss (coefficient `critic.value_coef`)."""
-    cfg, critic, opt = learner.cfg, learner.critic, learner.critic_optimizer
+    cfg, critic, opt, dev = learner.cfg, learner.critic, learner.critic_optimizer, learner.device
     losses, clipfracs = [], []
     for _ in range(cfg.epochs):
         for mb in torch.randperm(len(b.ids)).split(cfg.minibatch):
-            values = critic(b.ids[mb], b.attn[mb])
-            per_token, clipped = L.clipped_value_loss(values, old_values[mb], returns[mb], cfg.critic.value_clip)
-            loss = cfg.critic.value_coef * L.masked_mean(per_token, b.mask[mb])
+            values = critic(b.ids[mb].to(dev), b.attn[mb].to(dev))
+            per_token, clipped = L.clipped_value_loss(values, old_values[mb].to(dev), returns[mb].to(dev),
+                                                      cfg.critic.value_clip)
+            loss = cfg.critic.value_coef * L.masked_mean(per_token, b.mask[mb].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
             opt.step()
             losses.append(loss.item())
-            clipfracs.append(L.masked_mean(clipped, b.mask[mb]).item())
+            clipfracs.append(L.masked_mean(clipped, b.mask[mb].to(dev)).item())
     return {"value/loss": common.mean(losses), "value/clipfrac": common.mean(clipfracs)}

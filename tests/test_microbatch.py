@@ -1,0 +1,112 @@
+"""The learner at real-model sizes: chunked log-probs (no float32 batch x length x vocabulary copy),
+micro-batches with gradient accumulation, `algo.device`. Tiny random models, the learner in-process."""
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from policies.engine import Rollout
+from policies.logprobs import completion_logprobs
+from policies.tiny import random_model
+from rl.algos import common
+from rl.learner import Learner
+from tests.test_config import CONF
+
+
+def algo_cfg(*overrides):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=["algo=grpo", "algo.device=cpu", *overrides]).algo
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return str(random_model(tmp_path_factory.mktemp("mb") / "model", "tiny", seed=1))
+
+
+def rollouts(vocab: int) -> list[Rollout]:
+    """4 prompts x 2 samples, prompts of 2-5 tokens, completions of 1-7: different lengths everywhere."""
+    g = torch.Generator().manual_seed(0)
+    rs = []
+    for i in range(8):
+        prompt = torch.randint(3, vocab, (2 + (i // 2) % 4,), generator=g).tolist()
+        completion = torch.randint(3, vocab, (1 + (3 * i) % 7,), generator=g).tolist()
+        rs.append(Rollout(i // 2, prompt, completion, "", [-1.0] * len(completion), "length"))
+    return rs
+
+
+@pytest.mark.parametrize("entropy_used", [True, False])
+def test_chunked_logprobs_equal_the_full_log_softmax(entropy_used):
+    """Chunks of 4 rows over B x T = 15 rows (not a multiple): the same log-probs, entropies and
+    gradients as one log_softmax over the whole (B, T, V) tensor, at a temperature != 1."""
+    torch.manual_seed(0)
+    B, T, V, temp = 3, 5, 11, 0.7
+    logits = (3 * torch.randn(B, T, V)).requires_grad_()
+    ids = torch.randint(0, V, (B, T))
+    w_lp, w_ent = torch.randn(B, T - 1), torch.randn(B, T - 1)
+
+    lsm = (logits[:, :-1] / temp).log_softmax(-1)
+    full_lp = lsm.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    full_ent = -(lsm.exp() * lsm).sum(-1)
+    ((full_lp * w_lp).sum() + entropy_used * (full_ent * w_ent).sum()).backward()
+    full_grad, logits.grad = logits.grad, None
+
+    lp, ent = common.token_logprobs_entropy(logits, ids, temp, chunk=4)
+    ((lp * w_lp).sum() + (entropy_used and (ent * w_ent).sum())).backward()
+    assert (lp - full_lp).abs().max() < 1e-6 and (ent - full_ent).abs().max() < 1e-6
+    assert (logits.grad - full_grad).abs().max() < 1e-6
+
+
+def one_step(path, rs, rewards, *overrides):
+    """The parameter gradients, and statistics, of one GRPO optimizer step over the whole batch."""
+    torch.manual_seed(0)  # the minibatch's shuffle
+    learner = Learner(path, algo_cfg("algo.samples_per_prompt=2", "algo.minibatch=8", "algo.epochs=1",
+                                     "algo.dynamic_sampling=mask", "algo.kl.coef=0.1", "algo.entropy_coef=0.01",
+                                     "algo.max_grad_norm=1e9", *overrides))
+    m = learner.update(rs, rewards)
+    return {k: p.grad.clone() for k, p in learner.policy.named_parameters()}, m
+
+
+@pytest.mark.parametrize("agg", ["grpo", "dapo", "dr_grpo"])
+def test_micro_batches_accumulate_the_minibatch_gradient(model_path, agg):
+    """micro_batch=3 over a minibatch of 8 (3 + 3 + 2), sequences of different lengths, groups 0 and
+    2 with equal rewards (left out of the loss by dynamic sampling: fully masked sequences): the
+    gradient of the step is the whole minibatch's, for each aggregation's denominator."""
+    rs = rollouts(Learner(model_path, algo_cfg()).policy.config.vocab_size)
+    rewards = [1.0, 1.0, 0.0, 1.0, 0.5, 0.5, 1.0, 0.0]
+    full, m_full = one_step(model_path, rs, rewards, f"algo.loss_agg={agg}")
+    micro, m_micro = one_step(model_path, rs, rewards, f"algo.loss_agg={agg}", "algo.micro_batch=3",
+                              "algo.logprob_chunk=7")
+    assert m_full["grpo/zero_var_groups"] == 0.5
+    assert max((full[k] - micro[k]).abs().max().item() for k in full) < 1e-5
+    assert max(g.abs().max().item() for g in full.values()) > 1e-3  # there is a gradient to compare
+    for k in ("policy/loss", "policy/clipfrac", "policy/approx_kl", "policy/grad_norm", "policy/entropy", "kl/k3"):
+        assert m_micro[k] == pytest.approx(m_full[k], rel=1e-4, abs=1e-6), k
+
+
+def test_device_cpu_and_unknown_device(model_path):
+    """device=cpu: models, weights out and metrics on the CPU; the KL to the reference after a step
+    is the per-sequence one of an independent computation; an unknown device names algo.device."""
+    learner = Learner(model_path, algo_cfg("algo.samples_per_prompt=2", "algo.micro_batch=3"))
+    assert learner.device == torch.device("cpu")
+    assert all(p.device.type == "cpu" for p in learner.ref.parameters())
+    rs = rollouts(learner.policy.config.vocab_size)
+    m = learner.update(rs, [1.0, 0.0] * 4)
+    assert all(type(v) in (float, int) for v in m.values())  # plain numbers, no tensors
+    assert all(v.device.type == "cpu" for v in learner.state_dict().values())
+    expected = [(p - r).sum().item() for p, r in zip(completion_logprobs(learner.policy, rs),
+                                                     completion_logprobs(learner.ref, rs))]
+    assert learner.kl_to_ref(rs) == pytest.approx(expected, abs=1e-5)
+    assert any(abs(k) > 1e-6 for k in expected)  # the step moved the policy
+    with pytest.raises(ValueError, match="algo.device"):
+        Learner(model_path, algo_cfg("algo.device=tpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="algo.device=cuda"):
+            Learner(model_path, algo_cfg("algo.device=cuda"))
+
+
+def test_ppo_critic_follows_the_device(model_path):
+    """PPO's critic sits on the learner's device; its update runs on CPU batches moved there."""
+    learner = Learner(model_path, algo_cfg("algo=ppo", "algo.device=cpu", "algo.micro_batch=3"), critic_path=model_path)
+    assert all(p.device == learner.device for p in learner.critic.parameters())
+    rs = rollouts(learner.policy.config.vocab_size)
+    m = learner.update(rs, [1.0, 0.0] * 4)
+    assert m["value/loss"] > 0 and m["policy/updates"] > 0
