@@ -109,19 +109,34 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, constant: float
     A sequence with no token in the mask (e.g. a zero-variance group left out by dynamic sampling)
     is not counted in B, as verl's agg_loss: otherwise masking it would only rescale the loss.
     """
-    if mode not in LOSS_AGGREGATIONS:
-        raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {', '.join(LOSS_AGGREGATIONS)}")
-    mode = LOSS_AGGREGATIONS[mode]
+    return aggregate_numerator(loss, mask, mode) / aggregate_denominator(mask, mode, constant)
+
+
+def aggregate_numerator(loss: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """What `aggregate` divides: a batch's is the sum of its parts', so micro-batches each divided
+    by the whole minibatch's `aggregate_denominator` add up to the minibatch's loss."""
     mask = mask.to(loss.dtype)
+    if _agg_mode(mode) == "grpo":
+        return ((loss * mask).sum(1) / mask.sum(1).clamp_min(1)).sum()
+    return (loss * mask).sum()
+
+
+def aggregate_denominator(mask: torch.Tensor, mode: str, constant: float | None = None) -> torch.Tensor:
+    mode, mask = _agg_mode(mode), mask.float()
+    if mode == "dapo":
+        return mask.sum().clamp_min(1)
     sequences = (mask.sum(1) > 0).sum().clamp_min(1)
     if mode == "grpo":
-        return ((loss * mask).sum(1) / mask.sum(1).clamp_min(1)).sum() / sequences
-    if mode == "dapo":
-        return (loss * mask).sum() / mask.sum().clamp_min(1)
-    if mode == "dr_grpo":
-        if not constant:
-            raise ValueError("dr_grpo aggregation needs a fixed constant (e.g. max_tokens)")
-        return (loss * mask).sum() / (sequences * constant)
+        return sequences
+    if not constant:
+        raise ValueError("dr_grpo aggregation needs a fixed constant (e.g. max_tokens)")
+    return sequences * constant
+
+
+def _agg_mode(mode: str) -> str:
+    if mode not in LOSS_AGGREGATIONS:
+        raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {', '.join(LOSS_AGGREGATIONS)}")
+    return LOSS_AGGREGATIONS[mode]
 
 
 def truncated_is_weights(learner_logp: torch.Tensor, engine_logp: torch.Tensor, cap: float) -> torch.Tensor:

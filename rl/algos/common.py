@@ -159,16 +159,6 @@ def logprob_chunk(cfg) -> int:
     return int(cfg.get("logprob_chunk") or 1024)
 
 
-def _denominator(mask: torch.Tensor, mode: str, constant: float | None) -> torch.Tensor:
-    """What `L.aggregate` divides the masked token-loss sum (grpo: the sum of per-sequence means) by.
-    An unknown mode or a missing dr_grpo constant is left to `L.aggregate` to reject."""
-    mode = L.LOSS_AGGREGATIONS.get(mode, mode)
-    if mode == "dapo":
-        return mask.sum().clamp_min(1)
-    sequences = (mask.sum(1) > 0).sum().clamp_min(1)  # sequences with a counted token
-    return sequences * (constant or 1) if mode == "dr_grpo" else sequences
-
-
 def reward_beta(learner) -> float:
     """beta for the reward, 0 when the KL goes in the loss (never both)."""
     return learner.kl_coef if learner.cfg.kl.placement == "reward" else 0.0
@@ -202,7 +192,7 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
                 continue
             # the minibatch's loss is a sum of micro-batch terms, each its numerator over the whole
             # minibatch's denominator, so the accumulated gradient is exactly the minibatch's
-            denominator = _denominator(m, cfg.loss_agg, cfg.max_tokens)
+            denominator = L.aggregate_denominator(m, cfg.loss_agg, cfg.max_tokens)
             opt.zero_grad(set_to_none=True)
             loss = kl_sum = clipped_sum = 0.0
             for mu in mb.split(cfg.get("micro_batch") or len(mb)):
@@ -221,9 +211,7 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
                     per_token = per_token + beta * L.kl_estimate(logp, b.ref[mu, :t].to(dev), cfg.kl.estimator)
                 if cfg.entropy_coef:
                     per_token = per_token - cfg.entropy_coef * entropy
-                # aggregate() x its own denominator = this micro-batch's numerator
-                part = (L.aggregate(per_token, mu_mask, cfg.loss_agg, constant=cfg.max_tokens)
-                        * _denominator(mu_mask, cfg.loss_agg, cfg.max_tokens) / denominator.to(dev))
+                part = L.aggregate_numerator(per_token, mu_mask, cfg.loss_agg) / denominator.to(dev)
                 part.backward()
                 loss += part.item()
                 clipped_sum += (clipped * mu_mask).sum().item()
