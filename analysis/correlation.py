@@ -110,7 +110,7 @@ def run_sub(sub: dict) -> dict:
 def collect(cfg: DictConfig) -> dict:
     """Every (kind, source, seed) sub-result (seed None for static), from the cache or computed by
     Ray tasks."""
-    from policies.zoo import zoo_key
+    from worlds.zoo import ensure, zoo_key
     from rl.cluster import init_ray
 
     cache = os.path.join(cfg.cache_dir, "studies")
@@ -129,6 +129,7 @@ def collect(cfg: DictConfig) -> dict:
             jobs.append(((kind, source, seed), sub, path))
     print(f"correlation: {len(results)} sub-results cached, {len(jobs)} to run ({cfg.study.parallel} at a time)")
     if jobs:
+        ensure(cfg.world, cfg.cache_dir)  # once, here: parallel sub-jobs would each build what they miss
         init_ray(cfg.cluster)
         task = ray.remote(num_cpus=0)(run_sub)
         from tqdm import tqdm

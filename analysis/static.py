@@ -23,13 +23,15 @@ from analysis import rewardbench as rb
 from analysis.benchmarks import Bench, load
 from rl.logger import write_atomic
 
-MODEL_TYPES = ("rm", "lora_judge", "cdr", "combination")
 
 
-def _needs_zoo(cfg) -> bool:
+def _zoo_artifacts(cfg) -> list[str]:
+    """The world zoo's artifacts this evaluation reads: the reward's models, `data` for a zoo bench."""
+    from rewards import resolve, zoo_artifacts
+
     paths = cfg.bench.get("path") or []
     paths = [paths] if isinstance(paths, str) else list(paths)
-    return cfg.reward.type in MODEL_TYPES or any(str(p).startswith("zoo:") for p in paths)
+    return zoo_artifacts(resolve(cfg.reward)) + (["data"] if any(str(p).startswith("zoo:") for p in paths) else [])
 
 
 class Cutter:
@@ -121,9 +123,9 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
 
     t0 = time.time()
     zoo_dir = None
-    if _needs_zoo(cfg):
-        from policies import zoo
-        zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir)
+    if _zoo_artifacts(cfg):
+        from worlds import zoo
+        zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir, _zoo_artifacts(cfg))
     bench = load(cfg.bench, zoo_dir)
     source = source or make_source(cfg.reward, zoo_dir)
     cut = Cutter(cfg.max_chars.prompt, cfg.max_chars.response)

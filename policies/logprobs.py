@@ -26,23 +26,21 @@ def pad_rollouts(rollouts: list[Rollout], pad_id: int = 0):
     return ids, attn, comp
 
 
-def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p(ids[:, t+1] | ids[:, :t+1]) from logits (B, T, V) / temperature -> (B, T-1), in float32."""
-    logp = F.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log p(ids[:, t+1] | ids[:, :t+1]) from logits (B, T, V) -> (B, T-1), in float32."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
     return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
 
 
 @torch.no_grad()
-def completion_logprobs(model, rollouts: list[Rollout], batch_size: int = 16,
-                        temperature: float = 1.0) -> list[torch.Tensor]:
-    """Per-rollout tensors of the completion tokens' log-probs under `model` at `temperature`."""
+def completion_logprobs(model, rollouts: list[Rollout], batch_size: int = 16) -> list[torch.Tensor]:
+    """Per-rollout tensors of the completion tokens' log-probs under `model` (temperature 1)."""
     out = []
     device = next(model.parameters()).device
     for i in range(0, len(rollouts), batch_size):
         chunk = rollouts[i : i + batch_size]
         ids, attn, comp = pad_rollouts(chunk)
-        lp = token_logprobs(model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits, ids.to(device),
-                            temperature)
+        lp = token_logprobs(model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits, ids.to(device))
         out.extend(lp[b][comp[b].to(device)].cpu() for b in range(len(chunk)))
     return out
 

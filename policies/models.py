@@ -33,9 +33,13 @@ def resolve_policy(cfg, cache_dir: str, world=None) -> str:
                 shutil.rmtree(tmp, ignore_errors=True)
         return str(target)
     if cfg.source == "zoo":
-        from policies import zoo
+        from worlds import zoo
 
         if world is None:
             raise EngineError("policy.source=zoo needs a world config (config group `world`)")
-        return str(check_model_dir(zoo.ensure(world, cache_dir) / cfg.artifact, "policy.artifact"))
+        try:
+            path = zoo.ensure(world, cache_dir, [cfg.artifact]) / cfg.artifact
+        except ValueError as e:
+            raise EngineError(f"policy.artifact: {e}") from None
+        return str(check_model_dir(path, "policy.artifact"))
     raise EngineError(f"unknown policy source {cfg.source!r} (config key policy.source); expected 'path', 'zoo' or 'random'")

@@ -41,12 +41,12 @@ def resolve(cfg, task=None, gold=None):
     return cfg
 
 
-def needs_zoo(cfg) -> bool:
-    """Whether a (resolved) source reads an artifact of the arith world zoo: a model field left to
-    the zoo (its *_artifact set, its *_path not)."""
+def zoo_artifacts(cfg) -> list[str]:
+    """The world zoo's artifacts a (resolved) source reads: each model field left to the zoo (its
+    *_artifact set, its *_path not). Empty: the source builds nothing."""
     if cfg.get("type") == "combination":
-        return any(needs_zoo(p) for p in cfg.parts)
-    return any(cfg.get(key) and not cfg.get(field) for key, field in ZOO_FIELDS.get(cfg.get("type"), []))
+        return [a for p in cfg.parts for a in zoo_artifacts(p)]
+    return [cfg[key] for key, field in ZOO_FIELDS.get(cfg.get("type"), []) if cfg.get(key) and not cfg.get(field)]
 
 
 def artifact_path(cfg, key: str, zoo_dir: Path | None, field: str = "path", group: str = "reward") -> str:
@@ -63,15 +63,17 @@ def artifact_path(cfg, key: str, zoo_dir: Path | None, field: str = "path", grou
     return str(path)
 
 
-def check_source(cfg, zoo_dir: Path | None = None, group: str = "reward") -> None:
-    """Validate a `reward` / `gold` config (type, model paths) without loading any model."""
+def check_source(cfg, zoo_dir: Path | None = None, group: str = "reward", zoo: bool = True) -> None:
+    """Validate a `reward` / `gold` config (type, model paths) without loading any model;
+    `zoo=False`: before the zoo is built (paths one set must exist; zoo artifacts are not looked at)."""
     kind = cfg.get("type")
     if kind not in TYPES:
         raise ValueError(f"unknown reward type {kind!r} (config key {group}.type); expected one of: {', '.join(TYPES)}")
     for key, field in ZOO_FIELDS.get(kind, []):
-        artifact_path(cfg, key, zoo_dir, field, group)
+        if zoo or cfg.get(field) or not cfg.get(key):
+            artifact_path(cfg, key, zoo_dir, field, group)
     for part in cfg.get("parts", []) if kind == "combination" else []:
-        check_source(part, zoo_dir, group)
+        check_source(part, zoo_dir, group, zoo)
 
 
 def make_source(cfg, zoo_dir: Path | None = None):
@@ -94,7 +96,7 @@ def make_source(cfg, zoo_dir: Path | None = None):
                    artifact_path(cfg, "weak_artifact", zoo_dir, "weak_path"), cfg.name, cfg.get("length_norm", "sum"),
                    cfg.get("template", "{prompt}"), cfg.get("batch_size", 64))
     if kind == "arith_rule":
-        from rewards.rule import ArithVerifier
+        from worlds.arith.gold import ArithVerifier
         return ArithVerifier(cfg.name, cfg.get("unverifiable", 0.0))
     if kind == "math_verify":
         from rewards.math_verify import MathVerifier
@@ -103,7 +105,7 @@ def make_source(cfg, zoo_dir: Path | None = None):
         from rewards.rule import Length
         return Length(cfg.name, cfg.get("unit", "chars"))
     if kind == "arith_gold":
-        from rewards.gold import Gold
+        from worlds.arith.gold import Gold
         return Gold()
     if kind == "combination":
         return Combination(cfg.name, [(make_source(part, zoo_dir), part.weight) for part in cfg.parts])

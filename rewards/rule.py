@@ -1,32 +1,6 @@
-"""Rule-based verifiers: a reward only where an answer can be checked.
-
-`arith`: an `add` prompt scores 1 when the reply's core is the right sum; an open-ended prompt,
-or any text that is not an arith prompt (a real benchmark's), has no verifier and scores
-`unverifiable` (default 0), counted in `self.unverifiable`.
-"""
+"""Rule-based rewards any text can be scored with (the arith verifier lives with its world:
+worlds/arith/gold.py; the math verifier in rewards/math_verify.py)."""
 from __future__ import annotations
-
-from rl.tasks.arith import core_of, parse_prompt
-
-
-class ArithVerifier:
-    def __init__(self, name: str = "rule", unverifiable: float = 0.0):
-        self.name, self.default = name, unverifiable
-        self.unverifiable = 0
-
-    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        out = []
-        for p, r in zip(prompts, responses):
-            try:
-                item = parse_prompt(p)
-            except ValueError:
-                item = None
-            if item is None or item.answer is None:
-                self.unverifiable += 1
-                out.append(self.default)
-            else:
-                out.append(float(core_of(r) == item.answer))
-        return out
 
 
 class Length:

@@ -3,9 +3,13 @@
 
 The models live on `algo.device` (cpu | cuda | auto: cuda when one is visible); rollout batches stay
 on the CPU and each micro-batch is moved there; what leaves the learner (metrics, KLs, weights) is
-on the CPU."""
+on the CPU. `algo.precision=bf16` runs the forward passes under bfloat16 autocast (weights, optimizer
+and log-softmax stay float32). With `policy.lora.r > 0` only a PEFT LoRA adapter is trained: the
+reference is the same model with the adapter switched off (no second copy), and the engine gets the
+merged weights W + (alpha / r) B A at every sync."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 
@@ -18,22 +22,30 @@ from rl import losses as L
 from rl.algos import common, get_algo
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
 
 
 class Learner:
-    def __init__(self, path: str, cfg, threads: int | None = None, seed: int = 0, critic_path: str | None = None):
+    def __init__(self, path: str, cfg, threads: int | None = None, seed: int = 0, critic_path: str | None = None,
+                 lora=None):
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.cfg = cfg
         self.device = resolve_device(cfg.get("device", "auto"))
+        self.precision = cfg.get("precision", "fp32")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"algo.precision={self.precision!r}; expected one of: {', '.join(PRECISIONS)}")
         self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        self.lora = bool(lora and lora.get("r"))
+        if self.lora:
+            self.policy = _with_lora(self.policy, lora)
         self.policy.to(self.device)
         # eval mode = dropout off (gradients still flow): with dropout on, two forward passes of the
         # same weights differ, so the first ratio is not 1 and the log-probs miss the engine's (TRL
         # disables dropout in the policy too)
         self.policy.eval()
-        self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.ref = AdapterOff(self.policy) if self.lora else copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.optimizer = _adamw(self.policy, cfg.lr, cfg.get("weight_decay", 0.0))
         self.algo = get_algo(cfg.name)
         self.kl_coef = float(cfg.kl.coef)
@@ -44,8 +56,15 @@ class Learner:
             self.critic = Critic(critic_path).to(self.device).eval()  # dropout off, as the policy
             self.critic_optimizer = _adamw(self.critic, cfg.critic.lr, cfg.get("weight_decay", 0.0))
 
+    def autocast(self):
+        """bfloat16 autocast on the learner's device with algo.precision=bf16, else nothing."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def update(self, rollouts, rewards: list[float]) -> dict:
-        m = self.algo.update(self, rollouts, rewards)
+        with self.autocast():
+            m = self.algo.update(self, rollouts, rewards)
         m["kl/coef"] = self.kl_coef  # the beta this step used
         if self.cfg.kl.controller == "adaptive":  # measured KL: summed k1 per sequence, batch mean
             self.kl_coef = L.adaptive_kl_coef(self.kl_coef, m["kl/k1"], self.cfg.kl.target, self.cfg.kl.horizon,
@@ -53,7 +72,10 @@ class Learner:
         return m
 
     def state_dict(self) -> dict:
-        """A CPU copy of the policy's weights (what the engine loads)."""
+        """A CPU copy of the policy's weights (what the engine loads): with LoRA, merged into the base
+        weights (computed aside: merging in place and back would drift the base by rounding)."""
+        if self.lora:
+            return merged_state_dict(self.policy)
         return {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
 
     @torch.no_grad()
@@ -64,12 +86,14 @@ class Learner:
         ids, attn, mask = pad_rollouts(rollouts)
         # chunked log-probs, `algo.micro_batch` sequences (16 when unset: an eval set) per pass
         micro, chunk = self.cfg.get("micro_batch") or 16, common.logprob_chunk(self.cfg)
-        pol = common._forward(self.policy, ids, attn, temperature, micro, chunk)[0]
-        ref = common._forward(self.ref, ids, attn, temperature, micro, chunk)[0]
+        with self.autocast():
+            pol = common._forward(self.policy, ids, attn, temperature, micro, chunk)[0]
+            ref = common._forward(self.ref, ids, attn, temperature, micro, chunk)[0]
         return ((pol - ref) * mask).sum(1).tolist()
 
     def save_checkpoint(self, path: str) -> None:
-        """Policy in HF format (safetensors), critic weights, optimizer(s), RNG and the KL coefficient."""
+        """Policy in HF format (safetensors; with LoRA the PEFT adapter), critic weights, optimizer(s),
+        RNG and the KL coefficient."""
         self.policy.save_pretrained(os.path.join(path, "policy"), safe_serialization=True)
         state = {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(), "kl_coef": self.kl_coef}
         if self.critic is not None:
@@ -79,9 +103,14 @@ class Learner:
         torch.save(state, os.path.join(path, "learner.pt"))
 
     def load_checkpoint(self, path: str) -> None:
-        loaded = AutoModelForCausalLM.from_pretrained(os.path.join(path, "policy"), dtype=torch.float32,
-                                                      use_safetensors=True)
-        self.policy.load_state_dict(loaded.state_dict())
+        if self.lora:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.policy, load_file(os.path.join(path, "policy", "adapter_model.safetensors")))
+        else:
+            loaded = AutoModelForCausalLM.from_pretrained(os.path.join(path, "policy"), dtype=torch.float32,
+                                                          use_safetensors=True)
+            self.policy.load_state_dict(loaded.state_dict())
         # the optimizer's state goes to its parameters' device on load
         state = torch.load(os.path.join(path, "learner.pt"), weights_only=True, map_location="cpu")
         self.optimizer.load_state_dict(state["optimizer"])
@@ -104,4 +133,50 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _adamw(model, lr: float, weight_decay: float):
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]  # with LoRA: the adapter alone
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+
+
+def _with_lora(model, lora):
+    """`policy.lora`: r, alpha, target_modules (a list, or "all-linear"), dropout (0: the ratio of two
+    passes must be 1)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora.get("target_modules", "all-linear")
+    targets = targets if isinstance(targets, str) else list(targets)
+    r = int(lora["r"])
+    config = LoraConfig(r=r, lora_alpha=float(lora.get("alpha", 2 * r)), lora_dropout=float(lora.get("dropout", 0.0)),
+                        target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+class AdapterOff(torch.nn.Module):
+    """The LoRA policy's base model as the frozen reference: the same weights, adapter disabled."""
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.peft_model = peft_model
+
+    def forward(self, **inputs):
+        with torch.no_grad(), self.peft_model.disable_adapter():
+            return self.peft_model(**inputs)
+
+
+@torch.no_grad()
+def merged_state_dict(peft_model) -> dict:
+    """The base model's state dict (its own key names) with each LoRA layer's delta added, on the CPU."""
+    from peft.tuners.lora import LoraLayer
+
+    base = peft_model.get_base_model()
+    deltas = {}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer):
+            deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in module.active_adapters)
+    out = {}
+    for key, value in base.state_dict().items():
+        if ".lora_" in key:
+            continue
+        if key in deltas:
+            value = value + deltas[key]
+        out[key.replace(".base_layer.", ".")] = value.detach().to("cpu", copy=True)
+    return out

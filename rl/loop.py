@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from policies.actor import call
-from policies.engine import Sampling, check_engine_name, check_model_dir
+from policies.engine import Sampling
 from policies.sync import check_gap
 
 class _RewardActor:
@@ -49,36 +49,28 @@ def _mean(xs) -> float:
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
-    from policies import zoo
     from policies.actor import start_engine
     from policies.models import resolve_policy
-    from rewards import check_source, needs_zoo, resolve
-    from rl.algos import get_algo
+    from rewards import check_source, zoo_artifacts
     from rl.cluster import init_ray
     from rl.learner import Learner
     from rl.logger import MetricLogger
-    from rl.tasks import make_task
+    from rl.validate import validate
+    from worlds import zoo
 
     t_start = time.time()
-    algo = get_algo(cfg.algo.name)  # unknown names fail here, before anything starts
-    check_engine_name(cfg.engine.name)
-    task = make_task(cfg.task)
-    gold_cfg, proxy_cfg = resolve(cfg.gold, task), resolve(cfg.reward, task, gold=cfg.gold)
-    if cfg.policy.source == "path":  # a wrong path is one line now, not after a zoo build
-        check_model_dir(cfg.policy.path, "policy.path")
-    # the arith zoo only when something reads it: a non-arith run builds nothing
-    zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir) if needs_zoo(proxy_cfg) or needs_zoo(gold_cfg) else None
+    checked = validate(cfg)  # every config problem, one line each, before anything is built or started
+    algo, task, gold_cfg, proxy_cfg = checked.algo, checked.task, checked.gold, checked.proxy
+    # the world's zoo only when something reads it, and only the artifacts read: a non-arith run
+    # builds nothing, the default run (CDR) the base policy and the strong model
+    wanted = zoo_artifacts(proxy_cfg) + zoo_artifacts(gold_cfg)
+    zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir, wanted) if wanted else None
     check_source(proxy_cfg, zoo_dir)
     check_source(gold_cfg, zoo_dir, "gold")
     policy_path = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
     critic_path = None
     if cfg.algo.name != "bon":
-        from rl.algos.common import check_kl
-
-        check_kl(cfg.algo.kl)
-        if hasattr(algo, "check"):
-            algo.check(cfg.algo)
-        _check_sampling(cfg.algo)
+        _warn_sampling(cfg.algo)
         if "critic" in cfg.algo:
             from rl.algos.ppo import critic_path as resolve_critic
 
@@ -110,8 +102,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         if cfg.algo.name == "bon":
             summary = _run_bon(cfg, algo, engine, score, eval_items, log, run_dir)
         else:
-            learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus)(Learner)
-            learner = learner_actor.remote(policy_path, cfg.algo, threads, cfg.seed, critic_path)
+            learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.get("learner_gpus", 0))(Learner)
+            learner = learner_actor.remote(policy_path, cfg.algo, threads, cfg.seed, critic_path, cfg.policy.get("lora"))
             actors.append(learner)
             summary = _run_rl(cfg, task, engine, learner, score, eval_items, log, timeout, run_dir, counters, resume)
     finally:
@@ -127,10 +119,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     return summary
 
 
-def _check_sampling(a) -> None:
-    if a.temperature <= 0:
-        raise ValueError(f"algo.temperature={a.temperature}: a policy-gradient run samples at a temperature > 0 "
-                         "(its log-probs are those of softmax(logits / temperature))")
+def _warn_sampling(a) -> None:
     if a.top_p < 1:
         warnings.warn(f"algo.top_p={a.top_p} < 1: the engine samples from the truncated distribution but the "
                       "learner's ratios and KL use the full one, so the update is biased (nothing corrects it)",

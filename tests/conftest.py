@@ -4,7 +4,7 @@ import tempfile
 
 import pytest
 
-from policies.zoo import default_cache_dir
+from worlds.zoo import default_cache_dir
 from tests.helpers import train_echo_model
 
 # The full arith zoo is costly (minutes): tests that need it reuse the user's cache. Everything

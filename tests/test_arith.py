@@ -5,9 +5,9 @@ from collections import Counter
 import pytest
 
 from analysis.rewardbench import best_of_n, ties_score, v1_scores, v2_scores
-from rewards.gold import gold_reward
-from rl.tasks import arith
-from rl.tasks.arith import FILLER, core_of, split_of
+from worlds.arith.gold import gold_reward
+from worlds.arith import task as arith
+from worlds.arith.task import FILLER, core_of, split_of
 
 
 @pytest.mark.parametrize("prompt, response, expected", [

@@ -28,7 +28,7 @@ def ray_session():
 
 
 def hand_gold(prompt: str, response: str) -> float:
-    """The arith world's gold written out again from its definition (rewards/gold.py's docstring):
+    """The arith world's gold written out again from its definition (worlds/arith/gold.py's docstring):
     the core is the text before the first space or '!'; a sum must be exact; an open answer is 4
     lowercase letters scored by the share of the prompt's 4 letters it uses."""
     core = re.split(r"[ !]", response, maxsplit=1)[0]
@@ -159,7 +159,7 @@ def test_adaptive_controller_follows_the_measured_kl(tmp_path):
 
 def test_critic_from_a_reward_model_starts_at_its_scores():
     """critic.init=reward: the critic's value of a prefix equals the RM's score of that text."""
-    from policies import zoo
+    from worlds import zoo
     from rewards.rm import RewardModel
     from rl.algos.ppo import Critic, critic_path
 

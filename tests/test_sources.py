@@ -3,7 +3,7 @@ arith zoo is needed."""
 import pytest
 from omegaconf import OmegaConf
 
-from rewards import needs_zoo, resolve
+from rewards import resolve, zoo_artifacts
 from tests.test_config import CONF
 
 
@@ -48,14 +48,15 @@ def test_a_task_without_answers_has_no_verifier():
 
 
 @pytest.mark.parametrize("group, option, overrides, expected", [
-    ("reward", "rm_l", {}, True),                              # an artifact of the zoo
-    ("reward", "rm_l", {"path": "/models/rm"}, False),         # a path of one's own
-    ("reward", "cdr", {}, True),
-    ("reward", "rule_plus_judge", {}, True),                   # the judge part
-    ("reward", "rule", {}, False),
-    ("reward", "length", {}, False),
-    ("gold", "rm", {"path": "/models/rm"}, False),
-    ("gold", "task", {}, False),
+    ("reward", "rm_l", {}, ["rm_l"]),                          # an artifact of the zoo
+    ("reward", "rm_l", {"path": "/models/rm"}, []),            # a path of one's own
+    ("reward", "cdr", {}, ["cdr_strong", "base"]),              # the strong and the weak model
+    ("reward", "cdr", {"weak_path": "/models/w"}, ["cdr_strong"]),
+    ("reward", "rule_plus_judge", {}, ["base", "judge"]),       # the judge part: base model + adapter
+    ("reward", "rule", {}, []),
+    ("reward", "length", {}, []),
+    ("gold", "rm", {"path": "/models/rm"}, []),
+    ("gold", "task", {}, []),
 ])
-def test_needs_zoo(group, option, overrides, expected):
-    assert needs_zoo(resolve(OmegaConf.merge(load(group, option), overrides), FakeTask())) is expected
+def test_zoo_artifacts(group, option, overrides, expected):
+    assert zoo_artifacts(resolve(OmegaConf.merge(load(group, option), overrides), FakeTask())) == expected

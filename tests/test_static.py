@@ -425,7 +425,7 @@ def test_cli_lora_judge_ratings_protocol(tmp_path):
     assert p["protocol"] == "ratings" and len(p["verdicts"]) == 24
     # recompute from the saved ratings: 1 if chosen rated higher, 0 if lower, 0.5 for equal or unparsed;
     # per subset, then the unweighted mean over subsets
-    from policies.zoo import zoo_dir
+    from worlds.zoo import zoo_dir
 
     cfg = OmegaConf.create(res["config"])
     rows = load(cfg.bench, zoo_dir(cfg.world, cfg.cache_dir)).rows
@@ -438,7 +438,7 @@ def test_cli_lora_judge_ratings_protocol(tmp_path):
 
 
 def test_rule_verifier_scores_real_text_as_unverifiable():
-    from rewards.rule import ArithVerifier
+    from worlds.arith.gold import ArithVerifier
 
     v = ArithVerifier(unverifiable=0.5)
     assert v.score(["Add together 3.7 and 6.2.", "Q:1+2="], ["9.9", "3"]) == [0.5, 1.0]

@@ -69,7 +69,7 @@ def test_gsm8k_on_a_local_model_builds_no_zoo(bpe_model, tmp_path):
 def test_prompts_file_with_reward_models_as_gold_and_proxy(tmp_path, user_cache):
     """task=prompts on a JSONL file, gold=rm (the zoo's rm_l) and reward=rm (rm_s): Gao et al.'s
     synthetic-gold set-up as one config. Every saved eval sample's gold is rm_l's score of it."""
-    from policies import zoo
+    from worlds import zoo
     from rewards.rm import RewardModel
 
     cfg = config(f"cache_dir={user_cache}")

@@ -1,11 +1,14 @@
-"""A reduced zoo build (world=arith_small): every artifact is built, loads and does its job."""
+"""A reduced zoo build (world=arith_small): every artifact is built, loads and does its job; a run
+builds only the artifacts it reads, and an artifact built alone is the one a full build makes."""
+import hashlib
 import json
 import subprocess
 import sys
 
 import pytest
 
-from policies import zoo
+from worlds import zoo
+from worlds.arith import zoo as recipe
 from policies.engine import Sampling, make_engine
 from tests.test_arith import validate_v1, validate_v2
 
@@ -23,9 +26,9 @@ def test_build_writes_every_artifact(small_zoo):
         assert (path / name / "model.safetensors").is_file() and (path / name / "tokenizer.json").is_file()
     assert (path / "judge" / "adapter_model.safetensors").is_file()
     assert not (path / "judge" / "model.safetensors").exists()  # an adapter, not a merged model
-    validate_v1(zoo.read_jsonl(path / "data" / "bench_v1.jsonl"))
-    validate_v2(zoo.read_jsonl(path / "data" / "bench_v2.jsonl"))
-    assert not list(path.parent.glob(".building-*"))  # nothing half-written left behind
+    validate_v1(recipe.read_jsonl(path / "data" / "bench_v1.jsonl"))
+    validate_v2(recipe.read_jsonl(path / "data" / "bench_v2.jsonl"))
+    assert not list(path.glob(".building-*"))  # nothing half-written left behind
 
 
 def test_same_config_same_key_and_no_rebuild(small_zoo):
@@ -47,7 +50,7 @@ def test_base_policy_loads_in_both_engines(small_zoo, engine):
 
 def test_reward_sources_score(small_zoo):
     world, path, _ = small_zoo
-    sources = zoo.reward_sources(path, world)
+    sources = recipe.reward_sources(path, world)
     assert set(sources) == {"gold", *world.rms, "judge", "cdr"}
     prompts, responses = ["Q:12+34=", "Q:12+34=", "W:abcd="], ["46", "47 ok ok", "dcba"]
     for name, src in sources.items():
@@ -64,7 +67,7 @@ def test_reward_sources_score(small_zoo):
 
 def test_info_cli_json(small_zoo):
     world, path, cache = small_zoo
-    out = subprocess.run([sys.executable, "-m", "policies.zoo", "info", "--world", "arith_small", "--json",
+    out = subprocess.run([sys.executable, "-m", "worlds.zoo", "info", "--world", "arith_small", "--json",
                           "--cache-dir", str(cache)], capture_output=True, text=True, check=True)
     info = json.loads(out.stdout)
     assert set(info["static_accuracy"]) == {"gold", *world.rms, "judge", "cdr"}
@@ -72,6 +75,32 @@ def test_info_cli_json(small_zoo):
 
 
 def test_info_cli_unbuilt_world_is_clear(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "policies.zoo", "info", "--world", "arith_small", "--cache-dir",
+    out = subprocess.run([sys.executable, "-m", "worlds.zoo", "info", "--world", "arith_small", "--cache-dir",
                           str(tmp_path)], capture_output=True, text=True)
-    assert out.returncode != 0 and "is not built" in out.stderr and "policies.zoo build" in out.stderr
+    assert out.returncode != 0 and "is not built" in out.stderr and "worlds.zoo build" in out.stderr
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_only_the_artifacts_asked_for_are_built_and_equal_the_full_builds(small_zoo, tmp_path):
+    """cdr_strong needs base, nothing else; rm_s built after them (not after rm_xs as in a full build)
+    is still bit-identical to the full build's: every artifact starts from the same seed."""
+    world, full, _ = small_zoo
+    path = zoo.ensure(world, str(tmp_path), ["cdr_strong"])
+    assert sorted(p.name for p in path.iterdir()) == ["base", "cdr_strong"]
+    zoo.ensure(world, str(tmp_path), ["rm_s"])
+    assert sorted(p.name for p in path.iterdir()) == ["base", "cdr_strong", "rm_s"]
+    for name in ("base", "cdr_strong", "rm_s"):
+        assert _digest(path / name / "model.safetensors") == _digest(full / name / "model.safetensors"), name
+    out = subprocess.run([sys.executable, "-m", "worlds.zoo", "info", "--world", "arith_small", "--cache-dir",
+                          str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode != 0 and "artifacts built: base, rm_s, cdr_strong" in out.stderr
+
+
+def test_an_unknown_artifact_is_named(tmp_path):
+    world = zoo.world_config("arith_small")
+    with pytest.raises(ValueError, match="world 'arith_small' has no zoo artifact 'rm_xxl'; it has: base, data, rm_xs"):
+        zoo.ensure(world, str(tmp_path), ["rm_xxl"])
+    assert not (tmp_path / "zoo").exists() or not any((tmp_path / "zoo").rglob("*.safetensors"))

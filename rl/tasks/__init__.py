@@ -1,6 +1,7 @@
 """Tasks (`task=` group): where a run's prompts, reference answers and default gold come from.
 
-The contract, one module per task under rl/tasks/ and one YAML under conf/task/:
+The contract, one module per task under rl/tasks/ (a world's own task lives with its world:
+worlds/arith/task.py) and one YAML under conf/task/, plus its line in TASKS below:
 
     make(cfg) -> a task object with
       name: str
@@ -29,7 +30,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 SPLITS = ("train", "eval", "bench")
-TASKS = {"arith": "rl.tasks.arith_task", "gsm8k": "rl.tasks.gsm8k", "math500": "rl.tasks.math500",
+TASKS = {"arith": "worlds.arith.task", "gsm8k": "rl.tasks.gsm8k", "math500": "rl.tasks.math500",
          "prompts": "rl.tasks.prompts"}
 
 

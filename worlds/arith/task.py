@@ -1,4 +1,5 @@
-"""The `arith` world's task: prompts, splits, response formats and spurious attributes.
+"""The `arith` world's task (`task=arith`): prompts, splits, response formats and spurious attributes,
+and the data sets its zoo is trained on (worlds/arith/zoo.py).
 
 Two prompt kinds, both plain text for a character-level LM:
 - verifiable `add`:  "Q:23+45="  -> the answer "68" (a verifier can check it);
@@ -21,29 +22,40 @@ from __future__ import annotations
 import hashlib
 import random
 import string
-from dataclasses import dataclass
+
+from rl.tasks import SPLITS, Item, check_split  # noqa: F401 (SPLITS: the splits every task has)
 
 FILLER = " ok"
 POLITE = "!"
 HEDGE = "?"
 LETTERS = string.ascii_lowercase
 OPEN_LEN = 4
-SPLITS = ("train", "eval", "bench")
 
 
-@dataclass(frozen=True)
-class Item:
-    kind: str  # "add" | "open"
-    prompt: str
-    answer: str | None = None  # the verifiable answer (add only)
+class ArithTask:
+    """The task contract (rl/tasks/__init__.py): the arith rule as verifier, the world's gold as gold."""
+    name = "arith"
+    verifier = {"name": "rule", "type": "arith_rule", "unverifiable": 0.0}
+    default_gold = {"name": "gold", "type": "arith_gold"}
+
+    def __init__(self, open_frac: float):
+        self.open_frac = open_frac
+        self.dropped = {}
+
+    def items(self, split: str, n: int, seed, distinct: bool = True) -> list[Item]:
+        return sample_items(split, n, seed, self.open_frac, distinct)
+
+
+def make(cfg) -> ArithTask:
+    return ArithTask(cfg.open_frac)
 
 
 def add_item(a: int, b: int) -> Item:
-    return Item("add", f"Q:{a:02d}+{b:02d}=", str(a + b))
+    return Item(f"Q:{a:02d}+{b:02d}=", str(a + b), "add")  # kind "add": the answer is checkable
 
 
 def open_item(letters: str) -> Item:
-    return Item("open", f"W:{letters}=")
+    return Item(f"W:{letters}=", None, "open")
 
 
 def split_of(prompt: str) -> str:
@@ -62,8 +74,7 @@ def sample_items(split: str, n: int, seed: int, open_frac: float = 0.5, distinct
     `distinct=False` draws with replacement (training data may revisit a prompt; the train split
     holds ~8,000 `add` prompts).
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    check_split(split)
     rng = random.Random(f"{split}-{seed}")
     n_open = round(n * open_frac)
     out, seen = [], set()

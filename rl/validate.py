@@ -1,0 +1,123 @@
+"""The whole run config checked before anything is built or started (zoo, Ray, engines): every
+problem found, one line each, in one error."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+# What each reward type reads from a task's items, beyond the prompt and the response.
+NEEDS_ANSWERS = {"math_verify": "a reference answer per prompt"}
+ARITH_ONLY = ("arith_rule", "arith_gold")  # parse arith prompts ("Q:23+45="); nothing else
+PROBE = 64  # train items drawn to see what a task's items carry
+
+
+@dataclass
+class Checked:
+    algo: object
+    task: object
+    proxy: DictConfig  # the reward config with task-relative types resolved
+    gold: DictConfig
+
+
+def validate(cfg: DictConfig) -> Checked:
+    from policies.engine import EngineError, check_engine_name, check_model_dir
+    from rewards import check_source, resolve, zoo_artifacts
+    from rl.algos import get_algo
+    from rl.tasks import make_task
+    from worlds.zoo import plan
+
+    errors = []
+
+    def check(fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except (ValueError, EngineError, KeyError) as e:
+            errors.append(str(e).strip("'\""))
+
+    algo = check(get_algo, cfg.algo.name)
+    check(check_engine_name, cfg.engine.name)
+    if cfg.policy.source == "path":
+        check(check_model_dir, cfg.policy.path, "policy.path")
+    task = check(make_task, cfg.task)
+    proxy = gold = None
+    if task is not None:
+        gold = check(resolve, cfg.gold, task)
+        proxy = check(resolve, cfg.reward, task, gold=cfg.gold)
+        check(task.items, "eval", cfg.eval.prompts, cfg.seed)  # e.g. more eval prompts than the split has
+        probe = check(task.items, "train", PROBE, 0, distinct=False) or []
+        for group, source in (("reward", proxy), ("gold", gold)):
+            before = len(errors)
+            if source is not None:
+                check(check_source, source, None, group, zoo=False)
+                if len(errors) == before:  # a known type: what it reads from the items
+                    errors.extend(_column_problems(source, task, probe, group))
+        if probe and not isinstance(probe[0].prompt, str) and cfg.policy.source == "path":
+            check(_check_chat_template, cfg.policy.path, task.name)
+    if proxy is not None and gold is not None:
+        check(plan, cfg.world, zoo_artifacts(proxy) + zoo_artifacts(gold)
+              + ([cfg.policy.artifact] if cfg.policy.source == "zoo" else []))
+    if algo is not None and cfg.algo.name != "bon":
+        from rl.algos.common import check_kl
+
+        check(check_kl, cfg.algo.kl)
+        if hasattr(algo, "check"):
+            check(algo.check, cfg.algo)
+        if cfg.algo.temperature <= 0:
+            errors.append(f"algo.temperature={cfg.algo.temperature}: a policy-gradient run samples at a temperature "
+                          "> 0 (its log-probs are those of softmax(logits / temperature))")
+    lora = cfg.policy.get("lora")
+    if lora is not None and not (isinstance(lora.get("r"), int) and lora.r >= 0):
+        errors.append(f"policy.lora.r={lora.get('r')!r}: expected an integer >= 0 (0: full fine-tuning)")
+    if cfg.algo.get("precision", "fp32") not in ("fp32", "bf16"):
+        errors.append(f"algo.precision={cfg.algo.precision!r}; expected one of: fp32, bf16")
+    for key in ("algo.steps", "algo.prompts_per_step", "algo.samples_per_prompt", "algo.max_tokens", "eval.prompts",
+                "eval.every"):
+        value = _get(cfg, key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            errors.append(f"{key}={value!r}: expected a positive integer")
+    if errors:
+        raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+    return Checked(algo, task, proxy, gold)
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if node is not None else None
+    return node
+
+
+def _column_problems(source, task, probe, group: str) -> list[str]:
+    """What a (resolved) source reads that the task's items do not have; parts of a combination too."""
+    if source.get("type") == "combination":
+        return [m for part in source.parts for m in _column_problems(part, task, probe, group)]
+    kind, name = source.get("type"), source.get("name")
+    if kind in NEEDS_ANSWERS and probe and all(it.answer is None for it in probe):
+        return [f"{group} {name!r} (type {kind}) needs {NEEDS_ANSWERS[kind]}, but task {task.name!r} has none "
+                "(set task.answer_key, or choose another " + ("reward" if group == "reward" else "gold") + ")"]
+    if kind in ARITH_ONLY and probe and not any(_is_arith(it.text) for it in probe):
+        return [f"{group} {name!r} (type {kind}) scores arith prompts (Q:23+45=) only, and task {task.name!r} "
+                f"has none (e.g. {probe[0].text[:40]!r}); use reward=rule / gold=task for the task's own checks"]
+    return []
+
+
+def _is_arith(text: str) -> bool:
+    from worlds.arith.task import parse_prompt
+
+    try:
+        parse_prompt(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_chat_template(path: str, task: str) -> None:
+    p = Path(path)
+    config = p / "tokenizer_config.json"
+    has = (p / "chat_template.jinja").is_file() or (config.is_file() and json.loads(config.read_text()).get("chat_template"))
+    if not has:
+        raise ValueError(f"task {task!r} gives chat prompts (task.format=chat), but the tokenizer of policy.path="
+                         f"{path!r} has no chat template: set task.format=plain, or use an instruct model")

@@ -1,0 +1,76 @@
+"""The whole run config is checked before anything is built or started: each problem one line, all
+of them in one error, and nothing written to the cache."""
+import json
+
+import pytest
+
+from rl.validate import validate
+from tests.test_loop import config
+
+
+def problems(tmp_path, *overrides) -> list[str]:
+    with pytest.raises(ValueError) as e:
+        validate(config(f"cache_dir={tmp_path / 'cache'}", *overrides))
+    head, *lines = str(e.value).split("\n")
+    assert head == "invalid config:"
+    assert not (tmp_path / "cache").exists()  # nothing built
+    return [line.strip() for line in lines]
+
+
+def bare_model(tmp_path, template: bool):
+    """A model directory as far as validation reads it (config.json, tokenizer_config.json)."""
+    d = tmp_path / ("with" if template else "without")
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"} if template else {}))
+    return str(d)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    lines = problems(tmp_path, "algo.name=ppo9", "task.name=nope", "engine.name=sglang", "eval.every=0")
+    assert len(lines) == 4
+    assert lines[0].startswith("unknown algorithm 'ppo9' (config key algo.name)")
+    assert lines[1].startswith("unknown engine 'sglang' (config key engine.name)")
+    assert lines[2].startswith("unknown task 'nope' (config key task.name)")
+    assert lines[3] == "eval.every=0: expected a positive integer"
+
+
+def test_a_reward_needing_reference_answers_on_a_task_without_them(tmp_path):
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {i}."}) + "\n" for i in range(40)))
+    lines = problems(tmp_path, "task=prompts", f"task.path={data}", "reward=math", "gold=math", "eval.prompts=4")
+    assert lines == [f"{g} {n!r} (type math_verify) needs a reference answer per prompt, but task 'prompts' has none "
+                     f"(set task.answer_key, or choose another {g})" for g, n in (("reward", "math"), ("gold", "gold"))]
+
+
+def test_an_arith_only_source_on_another_task(tmp_path):
+    [line] = problems(tmp_path, "task=gsm8k", "policy=tiny_random", "reward.type=arith_rule", "reward.name=arith")
+    assert line.startswith("reward 'arith' (type arith_rule) scores arith prompts (Q:23+45=) only, and task 'gsm8k' has none")
+
+
+def test_chat_prompts_need_a_chat_template(tmp_path):
+    path = bare_model(tmp_path, template=False)
+    [line] = problems(tmp_path, "task=gsm8k", "policy=path", f"policy.path={path}", "reward=rule")
+    assert line == (f"task 'gsm8k' gives chat prompts (task.format=chat), but the tokenizer of policy.path={path!r} "
+                    "has no chat template: set task.format=plain, or use an instruct model")
+    ok = bare_model(tmp_path, template=True)
+    assert validate(config("task=gsm8k", "policy=path", f"policy.path={ok}", "reward=rule")).task.name == "gsm8k"
+    assert validate(config("task=gsm8k", "task.format=plain", "policy=path", f"policy.path={path}", "reward=rule"))
+
+
+def test_more_eval_prompts_than_the_split_holds(tmp_path):
+    [line] = problems(tmp_path, "task=math500", "policy=tiny_random", "reward=rule", "eval.prompts=51")
+    assert line == "task 'math500': 51 distinct eval items asked, the split has 50"
+
+
+def test_an_unknown_zoo_artifact_before_any_build(tmp_path):
+    [line] = problems(tmp_path, "reward=rm_l", "reward.artifact=rm_xxl")
+    assert line.startswith("world 'arith' has no zoo artifact 'rm_xxl'; it has: base, data, rm_xs")
+    [line] = problems(tmp_path, "policy.artifact=base2")
+    assert line.startswith("world 'arith' has no zoo artifact 'base2'")
+
+
+def test_the_default_config_is_valid_and_resolved(tmp_path):
+    c = validate(config(f"cache_dir={tmp_path}"))
+    assert (c.task.name, c.proxy.type, c.gold.type) == ("arith", "cdr", "arith_gold")
+    assert not any(tmp_path.iterdir())
