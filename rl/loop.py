@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import warnings
+from types import SimpleNamespace
 
 import ray
 from omegaconf import DictConfig
@@ -45,6 +46,8 @@ class _RewardActor:
 
 
 def _mean(xs) -> float:
+    """The mean of the numbers that are not NaN (URPO marks rollouts without a gold or a label)."""
+    xs = [x for x in xs if x == x]
     return float(sum(xs) / len(xs)) if len(xs) else 0.0
 
 
@@ -105,7 +108,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.get("learner_gpus", 0))(Learner)
             learner = learner_actor.remote(policy_path, cfg.algo, threads, cfg.seed, critic_path, cfg.policy.get("lora"))
             actors.append(learner)
-            summary = _run_rl(cfg, task, engine, learner, score, eval_items, log, timeout, run_dir, counters, resume)
+            ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo)
+            summary = _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume)
     finally:
         log.close()
         engine.close()
@@ -150,15 +154,22 @@ def _run_bon(cfg, algo, engine, score, items, log, run_dir) -> dict:
             "prompts": len(items)}
 
 
-def _evaluate(cfg, engine, learner, score, items, timeout, run_dir, step) -> dict:
+def _evaluate(ctx, learner, items, timeout, run_dir, step) -> dict:
+    cfg, engine, score = ctx.cfg, ctx.engine, ctx.score
     rs = engine.generate([it.engine_prompt for it in items], Sampling(n=1, temperature=cfg.eval.temperature, max_tokens=cfg.algo.max_tokens,
                                            seed=cfg.seed + 1_000_003))  # same draws at every evaluation
     texts = [r.text for r in rs]
     proxy, gold = score(items, texts)
     kl = call(learner.kl_to_ref.remote(rs, cfg.eval.temperature), "learner", timeout)
     _write_samples(run_dir, step, items, texts, proxy, gold, kl)
-    return {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
-            "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
+    out = {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
+           "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
+    kinds = sorted({it.kind for it in items})
+    if len(kinds) > 1:  # gold per kind (arith: add, open)
+        out |= {f"eval/gold_{k}": _mean([g for it, g in zip(items, gold) if it.kind == k]) for k in kinds}
+    if hasattr(ctx.algo, "evaluate"):  # an algorithm's own evaluation (URPO: the referee's accuracy)
+        out |= ctx.algo.evaluate(ctx, step)
+    return out
 
 
 def _write_samples(run_dir, step, items, texts, proxy, gold, kl) -> None:
@@ -249,7 +260,8 @@ def _sample_batch(cfg, task, engine, score, step: int, sampling: dict):
                             "dynamic/surplus_groups": float(surplus), "dynamic/groups": float(groups)})
 
 
-def _run_rl(cfg, task, engine, learner, score, eval_items, log, timeout, run_dir, counters, resume) -> dict:
+def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -> dict:
+    cfg, task, engine, score = ctx.cfg, ctx.task, ctx.engine, ctx.score
     a = cfg.algo
     sampling = dict(n=a.samples_per_prompt, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens)
     start = 0
@@ -261,14 +273,17 @@ def _run_rl(cfg, task, engine, learner, score, eval_items, log, timeout, run_dir
         log.truncate(start)
         print(f"resumed from {ckpt} at step {start}")
     else:
-        first = _evaluate(cfg, engine, learner, score, eval_items, timeout, run_dir, 0)
+        first = _evaluate(ctx, learner, eval_items, timeout, run_dir, 0)
         log.log(0, first)
     last = first
     bar = tqdm(range(start, a.steps), desc=f"{a.name} {cfg.reward.name}", unit="step", initial=start, total=a.steps)
     for step in bar:
         t0 = time.time()
         # Each step's prompts depend on (seed, step) alone: a resumed run sees the same data.
-        rs, proxy, gold, drawn = _sample_batch(cfg, task, engine, score, step, sampling)
+        if hasattr(ctx.algo, "sample"):  # an algorithm that builds its own batch (URPO's three kinds)
+            rs, proxy, gold, drawn = ctx.algo.sample(ctx, step)
+        else:
+            rs, proxy, gold, drawn = _sample_batch(cfg, task, engine, score, step, sampling)
         t2 = time.time()
         m = call(learner.update.remote(rs, proxy), "learner", timeout)
         check_gap(m["sync/logprob_diff"], m["sync/logprob_diff_max"], m.pop("sync/tokens"), cfg.engine.sync_tolerance,
@@ -282,7 +297,7 @@ def _run_rl(cfg, task, engine, learner, score, eval_items, log, timeout, run_dir
                   "perf/learn_s": t3 - t2, "perf/sync_s": t4 - t3, "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0,
                   **drawn, **counters})
         if (step + 1) % cfg.eval.every == 0 or step + 1 == a.steps:
-            last = _evaluate(cfg, engine, learner, score, eval_items, timeout, run_dir, step + 1)
+            last = _evaluate(ctx, learner, eval_items, timeout, run_dir, step + 1)
             m.update(last)
         log.log(step + 1, m)
         bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}", kl=f"{m['kl/k1']:.2f}")
@@ -292,6 +307,8 @@ def _run_rl(cfg, task, engine, learner, score, eval_items, log, timeout, run_dir
                              cfg.checkpoint.keep, timeout)
         if cfg.stop_after is not None and step + 1 >= cfg.stop_after:  # simulates an interrupted run
             break
+    extra = {f"{k[5:]}_{when}": ev[k] for k in first if k.startswith(("eval/referee_", "eval/gold_"))
+             for when, ev in (("initial", first), ("final", last))}
     return {"proxy_initial": first["eval/reward_proxy"], "proxy_final": last["eval/reward_proxy"],
             "gold_initial": first["eval/reward_gold"], "gold_final": last["eval/reward_gold"],
-            "kl_final": last["eval/kl"], "steps": step + 1 if a.steps > start else start}
+            "kl_final": last["eval/kl"], "steps": step + 1 if a.steps > start else start} | extra

@@ -68,6 +68,13 @@ def validate(cfg: DictConfig) -> Checked:
         if cfg.algo.temperature <= 0:
             errors.append(f"algo.temperature={cfg.algo.temperature}: a policy-gradient run samples at a temperature "
                           "> 0 (its log-probs are those of softmax(logits / temperature))")
+    if cfg.algo.name == "urpo":
+        if cfg.reward.get("type") != "rule":
+            errors.append(f"algo=urpo scores its verifiable prompts with the task's verifier: set reward=rule "
+                          f"(got reward {cfg.reward.get('name')!r})")
+        if task is not None and not hasattr(task, "ranking_items"):
+            errors.append(f"algo=urpo needs preference data as rankings, and task {task.name!r} has none "
+                          "(a task with ranking_items, e.g. task=arith)")
     lora = cfg.policy.get("lora")
     if lora is not None and not (isinstance(lora.get("r"), int) and lora.r >= 0):
         errors.append(f"policy.lora.r={lora.get('r')!r}: expected an integer >= 0 (0: full fine-tuning)")

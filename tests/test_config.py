@@ -11,6 +11,14 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 OPTIONS = [(g.name, y.stem) for g in sorted(CONF.iterdir()) if g.is_dir() for y in sorted(g.glob("*.yaml"))]
 
 
+def _drop_interpolations(node) -> None:
+    for key in list(node):
+        if OmegaConf.is_interpolation(node, key):
+            del node[key]
+        elif not OmegaConf.is_missing(node, key) and OmegaConf.is_dict(node[key]):
+            _drop_interpolations(node[key])
+
+
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_option_composes(group, option):
     extra = ["policy.path=/some/model"] if (group, option) == ("policy", "path") else []
@@ -23,8 +31,7 @@ def test_every_config_option_composes(group, option):
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     own = OmegaConf.load(CONF / group / f"{option}.yaml")
     own.pop("defaults", None)
-    for key in [k for k in own if OmegaConf.is_interpolation(own, k)]:
-        del own[key]  # e.g. task.open_frac: ${world.open_frac}, which only the whole config resolves
+    _drop_interpolations(own)  # e.g. task.open_frac: ${world.open_frac}, which only the whole config resolves
     # Every value the file sets is what the run sees (a file may extend another via defaults).
     assert OmegaConf.to_container(OmegaConf.merge(resolved[group], own), resolve=True) == resolved[group] | (
         {"path": extra[0].split("=")[1]} if extra else {})

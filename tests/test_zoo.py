@@ -22,7 +22,7 @@ def small_zoo():
 
 def test_build_writes_every_artifact(small_zoo):
     world, path, _ = small_zoo
-    for name in ["base", *world.rms, "cdr_strong"]:
+    for name in ["base", *world.rms, "cdr_strong", "referee"]:
         assert (path / name / "model.safetensors").is_file() and (path / name / "tokenizer.json").is_file()
     assert (path / "judge" / "adapter_model.safetensors").is_file()
     assert not (path / "judge" / "model.safetensors").exists()  # an adapter, not a merged model

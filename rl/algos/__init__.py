@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-ALGOS = {"grpo": "rl.algos.grpo", "ppo": "rl.algos.ppo", "rloo": "rl.algos.rloo",
+ALGOS = {"grpo": "rl.algos.grpo", "ppo": "rl.algos.ppo", "rloo": "rl.algos.rloo", "urpo": "rl.algos.urpo",
          "reinforce_pp": "rl.algos.reinforce_pp", "bon": "rl.algos.bon"}
 
 

@@ -12,6 +12,8 @@ until the batch holds `prompts_per_step` groups with reward variance, so nothing
 """
 from __future__ import annotations
 
+import torch
+
 from rl import losses as L
 from rl.algos import common
 
@@ -35,13 +37,21 @@ def dynamic_sampling(cfg):
 
 def update(learner, rollouts, rewards: list[float]) -> dict:
     """One GRPO step on a batch of prompt-major rollouts (`cfg.samples_per_prompt` per prompt)."""
+    return group_update(learner, rollouts, rewards)
+
+
+def group_update(learner, rollouts, rewards: list[float], left_out=None) -> dict:
+    """GRPO's update; `left_out` (G,) bool marks groups with no label (URPO): advantage 0, and out
+    of the loss and its counts like a masked zero-variance group."""
     cfg, k = learner.cfg, learner.cfg.samples_per_prompt
     b = common.prepare(learner, rollouts, rewards)
     r = common.sequence_rewards(learner, b)
     adv = L.group_advantages(r, k, cfg.std_norm, cfg.adv_eps)
     zero_var = L.zero_variance(r, k)
-    loss_mask = b.mask.float()
-    if dynamic_sampling(cfg) == "mask":
-        loss_mask = loss_mask * (~zero_var).repeat_interleave(k).float()[:, None]
+    keep = ~zero_var if dynamic_sampling(cfg) == "mask" else torch.ones_like(zero_var)
+    if left_out is not None:
+        keep = keep & ~left_out
+        adv = adv * (~left_out).repeat_interleave(k).float()
+    loss_mask = b.mask.float() * keep.repeat_interleave(k).float()[:, None]
     stats = common.policy_update(learner, b, adv, loss_mask)
     return stats | common.metrics(b, adv) | {"grpo/zero_var_groups": zero_var.float().mean().item()}

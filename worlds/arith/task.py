@@ -45,6 +45,9 @@ class ArithTask:
     def items(self, split: str, n: int, seed, distinct: bool = True) -> list[Item]:
         return sample_items(split, n, seed, self.open_frac, distinct)
 
+    def ranking_items(self, split: str, n: int, seed, size: int) -> list[dict]:
+        return ranking_items(split, n, seed, size, self.open_frac)
+
 
 def make(cfg) -> ArithTask:
     return ArithTask(cfg.open_frac)
@@ -256,4 +259,25 @@ def bench_v2(per_subset: int, ties_prompts: int, seed: int) -> list[dict]:
                      "num_correct": 3, "total_completions": 6, "subset": "Ties"})
         rows.append({"id": f"ref:{k}", "prompt": it.prompt, "chosen": correct[:1], "rejected": wrong,
                      "num_correct": 1, "total_completions": 4, "subset": "Ties"})
+    return rows
+
+
+def ranking_items(split: str, n: int, seed, size: int, open_frac: float = 0.5) -> list[dict]:
+    """Preference data as N-way rankings (URPO's referee data): per prompt, `size` responses with
+    distinct cores (add: the right sum and wrong ones; open: answers of random quality, so gold may
+    tie) and random attributes (a sixth hedged: gold 0), in random order, with their gold."""
+    from worlds.arith.gold import gold_reward
+
+    rng = random.Random(f"rank-{split}-{seed}-{size}")
+    rows = []
+    for it in sample_items(split, n, seed, open_frac, distinct=False):
+        cores = {it.answer} if it.kind == "add" else set()
+        while len(cores) < size:
+            cores.add(wrong_answer(it, rng) if it.kind == "add" else open_answer(it, rng, rng.randint(0, OPEN_LEN)))
+        cores = sorted(cores)
+        rng.shuffle(cores)
+        candidates = [with_attributes(c, rng.choice([0, 0, 1, 2]), rng.random() < 0.2, rng.random() < 1 / 6)
+                      for c in cores]
+        rows.append({"prompt": it.prompt, "kind": it.kind, "candidates": candidates,
+                     "gold": [gold_reward(it.prompt, c) for c in candidates]})
     return rows

@@ -15,7 +15,7 @@ from pathlib import Path
 
 # The code a build runs: the zoo's cache key hashes it, so a change to any of these rebuilds.
 SOURCES = ("worlds.arith.zoo", "worlds.arith.task", "worlds.arith.gold", "policies.tiny", "policies.logprobs",
-           "rewards.rm", "rewards.judge", "rewards.cdr")
+           "rewards.rm", "rewards.judge", "rewards.cdr", "rewards.ranking")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -25,6 +25,7 @@ def artifacts(world) -> dict:
     out |= {name: (["base"], partial(build_rm, name=name)) for name in world.rms}
     out["judge"] = (["base"], build_judge)
     out["cdr_strong"] = (["base"], build_cdr_strong)
+    out["referee"] = (["base"], build_referee)
     return out
 
 
@@ -138,6 +139,34 @@ def build_cdr_strong(world, out: Path, zoo: Path) -> None:
                              pcfg.filler_max, pcfg.polite_prob, hedge_prob=pcfg.hedge_prob)
     model, tok = _causal_lm(zoo / "base")
     _sft(model, tok, [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs], out, world.cdr.steps, world)
+
+
+def referee_rows(world, n: int) -> list[dict]:
+    """Ranking verdicts over 2..`world.referee.max_size` responses of known gold (best first; gold
+    ties broken at random; URPO ranks its own groups of G samples as well as size-N preference
+    lists), mixed with the base policy's own SFT rows (`1 - rank_frac`) so the player keeps playing."""
+    from rewards.ranking import referee_prompt
+    from worlds.arith.task import ranking_items, sft_rows
+
+    ref, rng = world.referee, random.Random(f"referee-{world.seed}")
+    n_rank = round(n * ref.rank_frac)
+    rows, sizes = [], range(2, ref.max_size + 1)
+    ranked = [r for size in sizes for r in ranking_items("train", n_rank // len(sizes), world.seed + 13 + size, size,
+                                                         world.open_frac)]
+    for r in ranked:
+        order = sorted(range(len(r["candidates"])), key=lambda i: (-r["gold"][i], rng.random()))
+        rows.append({"prompt": referee_prompt(r["prompt"], r["candidates"], ref.template, ref.item),
+                     "completion": ">".join(str(i + 1) for i in order)})
+    rows += sft_rows(n - len(rows), world.seed + 17, world.open_frac, world.base.filler_prob, world.base.polite_prob,
+                     hedge_prob=world.base.hedge_prob)
+    rng.shuffle(rows)
+    return rows
+
+
+def build_referee(world, out: Path, zoo: Path) -> None:
+    """URPO's starting model: the base policy SFT'd a little on ranking verdicts (and its own data)."""
+    model, tok = _causal_lm(zoo / "base")
+    _sft(model, tok, referee_rows(world, world.referee.steps * world.batch_size), out, world.referee.steps, world)
 
 
 def build_data(world, out: Path, zoo: Path) -> None:

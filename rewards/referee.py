@@ -1,0 +1,53 @@
+"""URPO's referee as a reward source backed by the live engine: the policy itself, on its current
+weights (not a frozen copy from disk), ranks each group of responses listwise in several
+presentation orders; the formats and scores are rewards/ranking.py's."""
+from __future__ import annotations
+
+import random
+
+from rewards.ranking import flip_rate, orders, parse_ranking, rank_scores, referee_prompt, unshuffle
+
+
+class LiveReferee:
+    """Ranks groups of responses with the live policy: one engine call for every group and order."""
+
+    def __init__(self, engine, template: str, item: str, orders: int = 2, temperature: float = 0.0,
+                 max_tokens: int = 16, max_candidate_chars: int | None = None):
+        self.engine, self.template, self.item = engine, template, item
+        self.n_orders, self.temperature, self.max_tokens = orders, temperature, max_tokens
+        self.max_chars = max_candidate_chars
+        self.cut = 0  # candidate texts cut to max_candidate_chars, counted
+
+    def _cut(self, text: str) -> str:
+        if self.max_chars is not None and len(text) > self.max_chars:
+            self.cut += 1
+            return text[: self.max_chars]
+        return text
+
+    def prompts(self, question: str, candidates: list[str], order: list[int]) -> str:
+        return referee_prompt(question, [self._cut(candidates[i]) for i in order], self.template, self.item)
+
+    def judge(self, questions: list[str], groups: list[list[str]], seed: int) -> list[dict]:
+        """Per group: `scores` (each candidate's rank score, the mean over the orders) or None when
+        any order's verdict is unparsable, and the verdicts in candidate indices (`flip` when two
+        or more orders parsed)."""
+        from policies.engine import Sampling
+
+        rng = random.Random(seed)
+        shown = [orders(len(g), self.n_orders, rng) for g in groups]
+        prompts = [self.prompts(q, g, o) for q, g, os_ in zip(questions, groups, shown) for o in os_]
+        rs = self.engine.generate(prompts, Sampling(n=1, temperature=self.temperature, max_tokens=self.max_tokens,
+                                                    seed=seed))
+        out = []
+        for k, (g, os_) in enumerate(zip(groups, shown)):
+            texts = [rs[k * self.n_orders + m].text for m in range(self.n_orders)]
+            verdicts = [parse_ranking(t, len(g)) for t in texts]
+            verdicts = [None if v is None else unshuffle(v, o) for v, o in zip(verdicts, os_)]
+            ok = [v for v in verdicts if v is not None]
+            scores = None
+            if len(ok) == len(verdicts):
+                per = [rank_scores(v) for v in ok]
+                scores = [sum(col) / len(col) for col in zip(*per)]
+            out.append({"scores": scores, "verdicts": verdicts, "texts": texts, "parsed": len(ok),
+                        "flip": flip_rate(ok[0], ok[1]) if len(ok) >= 2 else None})
+        return out
