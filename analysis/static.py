@@ -123,9 +123,10 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
 
     t0 = time.time()
     zoo_dir = None
-    if _zoo_artifacts(cfg):
+    artifacts = _zoo_artifacts(cfg)
+    if artifacts:
         from worlds import zoo
-        zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir, _zoo_artifacts(cfg))
+        zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir, artifacts)
     bench = load(cfg.bench, zoo_dir)
     source = source or make_source(cfg.reward, zoo_dir)
     cut = Cutter(cfg.max_chars.prompt, cfg.max_chars.response)

@@ -24,7 +24,8 @@ class LiveReferee:
             return text[: self.max_chars]
         return text
 
-    def prompts(self, question: str, candidates: list[str], order: list[int]) -> str:
+    def prompts(self, question: str, candidates: list[str], order) -> str:
+        """The referee prompt listing `candidates` in `order` (indices), each cut to max_candidate_chars."""
         return referee_prompt(question, [self._cut(candidates[i]) for i in order], self.template, self.item)
 
     def judge(self, questions: list[str], groups: list[list[str]], seed: int) -> list[dict]:

@@ -23,8 +23,7 @@ import time
 
 import torch
 
-from rl import losses as L
-from rl.algos import common, grpo
+from rl.algos import grpo
 
 
 def check(cfg) -> None:
@@ -37,8 +36,8 @@ def check(cfg) -> None:
 
 
 def counts(total: int, mix) -> list[int]:
-    """`total` prompts split by the mix weights (largest remainders; every weighted kind gets >= 1
-    when total allows)."""
+    """`total` prompts split by the mix weights, rounded by largest remainders (a kind with a small
+    weight may get none)."""
     w = [float(x) for x in mix]
     raw = [total * x / sum(w) for x in w]
     out = [math.floor(r) for r in raw]
@@ -86,7 +85,7 @@ def sample(ctx, step: int):
     """One step's mixed batch: prompt-major rollouts (a, then c, then b groups), the reward each
     rollout is trained on (NaN: group left out), gold (NaN for ranking rollouts) and metrics."""
     from policies.engine import Sampling
-    from rewards.ranking import concordance, parse_ranking, referee_prompt
+    from rewards.ranking import concordance, parse_ranking
 
     cfg, a, u = ctx.cfg, ctx.cfg.algo, ctx.cfg.algo.urpo
     k = a.samples_per_prompt
@@ -96,7 +95,7 @@ def sample(ctx, step: int):
     rankings = ctx.task.ranking_items("train", n_b, seed, u.ranking_size) if n_b else []
     ref = referee(ctx)
     prompts = [it.engine_prompt for it in items_a + items_c]
-    prompts += [referee_prompt(r["prompt"], [ref._cut(c) for c in r["candidates"]], u.template, u.item) for r in rankings]
+    prompts += [ref.prompts(r["prompt"], r["candidates"], range(len(r["candidates"]))) for r in rankings]
     t = time.time()
     rs = ctx.engine.generate(prompts, Sampling(n=k, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens,
                                                seed=cfg.seed * 100_003 + step))
@@ -135,12 +134,12 @@ def sample(ctx, step: int):
 def evaluate(ctx, step: int) -> dict:
     """The referee's accuracy (mean concordance, greedy) and parse rate on held-out rankings."""
     from policies.engine import Sampling
-    from rewards.ranking import concordance, parse_ranking, referee_prompt
+    from rewards.ranking import concordance, parse_ranking
 
     u = ctx.cfg.algo.urpo
     rankings = ctx.task.ranking_items("eval", u.eval_rankings, ctx.cfg.seed, u.ranking_size)
     ref = referee(ctx)
-    prompts = [referee_prompt(r["prompt"], [ref._cut(c) for c in r["candidates"]], u.template, u.item) for r in rankings]
+    prompts = [ref.prompts(r["prompt"], r["candidates"], range(len(r["candidates"]))) for r in rankings]
     rs = ctx.engine.generate(prompts, Sampling(n=1, temperature=0.0, max_tokens=u.referee_max_tokens, seed=0))
     tiers = [parse_ranking(r.text, u.ranking_size) for r in rs]
     acc = [concordance(t, r["gold"]) for t, r in zip(tiers, rankings)]
