@@ -130,15 +130,20 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
     bench = load(cfg.bench, zoo_dir)
     source = source or make_source(cfg.reward, zoo_dir)
     cut = Cutter(cfg.max_chars.prompt, cfg.max_chars.response)
-    flat_p, flat_r, sizes = [], [], []
-    for row in bench.rows:
-        comps = completions(bench, row)
-        flat_p += [cut(row["prompt"], "prompt")] * len(comps)
-        flat_r += [cut(c, "response") for c in comps]
-        sizes.append(len(comps))
-    flat = score_flat(source, flat_p, flat_r, cfg.batch_size, cfg.batch_chars, f"{cfg.reward.name} on {bench.name}")
-    scores = rb.regroup(flat, sizes)
-    result = aggregate(bench, scores)  # every scorer counts a row with a NaN score as wrong
+    flat, scores, result = [], None, None
+    if hasattr(source, "score"):
+        flat_p, flat_r, sizes = [], [], []
+        for row in bench.rows:
+            comps = completions(bench, row)
+            flat_p += [cut(row["prompt"], "prompt")] * len(comps)
+            flat_r += [cut(c, "response") for c in comps]
+            sizes.append(len(comps))
+        flat = score_flat(source, flat_p, flat_r, cfg.batch_size, cfg.batch_chars, f"{cfg.reward.name} on {bench.name}")
+        scores = rb.regroup(flat, sizes)
+        result = aggregate(bench, scores)  # every scorer counts a row with a NaN score as wrong
+    elif not cfg.get("judge_protocol"):
+        raise ValueError(f"reward {cfg.reward.name!r} ranks responses against each other and has no pointwise score: "
+                         "set judge_protocol=both_orders or pairwise_once (a pairs benchmark)")
     protocol = judge_protocol(cfg, source, bench, cut) if cfg.get("judge_protocol") else None
     return {"bench": bench.name, "kind": bench.kind, "reward": cfg.reward.name, "source": bench.source,
             "records_read": bench.read, "rows_scored": len(bench.rows), "rows_dropped": dict(bench.dropped),
@@ -203,8 +208,9 @@ def judge_protocol(cfg, source, bench: Bench, cut) -> dict:
     out = {s: float(np.mean(v)) for s, v in sorted(per.items())}
     # per row, so the numbers can be checked: ratings [chosen, rejected] (None: unparsed),
     # pairwise_once [pick, chosen shown as A], both_orders [pick chosen first, pick chosen second]
+    # a referee cuts each candidate to its own max_candidate_chars (counted on the source)
     return {"protocol": name, "per_subset": out, "overall": float(np.mean(list(out.values()))),
-            "verdict_parse_errors": errors, "verdicts": verdicts}
+            "verdict_parse_errors": errors, "candidates_cut": getattr(source, "cut", 0), "verdicts": verdicts}
 
 
 def table(res: dict) -> str:
@@ -223,7 +229,10 @@ def table(res: dict) -> str:
                 lines.append(f"  {prefix + k:<40} {v}")
             elif k == "warnings":
                 lines.extend(f"  warning: {w}" for w in v)
-    walk(res["scores"])
+    if res["scores"] is None:
+        lines.append("  no pointwise scores (a ranking source): its accuracy is the judge protocol's")
+    else:
+        walk(res["scores"])
     if res.get("judge_protocol"):
         lines.append(f"judge protocol {res['judge_protocol']['protocol']} (reported apart from the scalar scores):")
         walk({k: v for k, v in res["judge_protocol"].items() if k != "protocol"})

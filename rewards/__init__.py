@@ -1,6 +1,6 @@
 """Reward sources by config (`reward=` and `gold=` groups).
 
-Types: rm, lora_judge, cdr, arith_rule, math_verify, length, arith_gold, combination; and three that a run
+Types: rm, lora_judge, cdr, referee (ranks; pairwise `compare` only, no pointwise score), arith_rule, math_verify, length, arith_gold, combination; and three that a run
 resolves against its task (`resolve`): `rule` = the task's own verifier, `task` = the task's default
 gold, `gold` = the run's gold (reward=gold optimises it). With no task (the static harness) they
 mean the arith world's verifier and gold, as before tasks were config.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-TYPES = ("rm", "lora_judge", "cdr", "arith_rule", "math_verify", "length", "arith_gold", "combination", "rule", "task", "gold")
-ZOO_FIELDS = {"rm": [("artifact", "path")], "lora_judge": [("base_artifact", "base_path"), ("adapter_artifact", "adapter_path")],
+TYPES = ("rm", "lora_judge", "cdr", "referee", "arith_rule", "math_verify", "length", "arith_gold", "combination", "rule", "task", "gold")
+ZOO_FIELDS = {"rm": [("artifact", "path")], "referee": [("artifact", "path")], "lora_judge": [("base_artifact", "base_path"), ("adapter_artifact", "adapter_path")],
               "cdr": [("strong_artifact", "strong_path"), ("weak_artifact", "weak_path")]}
 ARITH = {"rule": {"type": "arith_rule"}, "task": {"name": "gold", "type": "arith_gold"}, "gold": {"name": "gold", "type": "arith_gold"}}
 
@@ -95,6 +95,11 @@ def make_source(cfg, zoo_dir: Path | None = None):
         return CDR(artifact_path(cfg, "strong_artifact", zoo_dir, "strong_path"),
                    artifact_path(cfg, "weak_artifact", zoo_dir, "weak_path"), cfg.name, cfg.get("length_norm", "sum"),
                    cfg.get("template", "{prompt}"), cfg.get("batch_size", 64))
+    if kind == "referee":
+        from policies.hf_engine import HFEngine
+        from rewards.referee import LiveReferee
+        return LiveReferee(HFEngine(artifact_path(cfg, "artifact", zoo_dir)), cfg.template, cfg.item, 1, 0.0,
+                           cfg.get("max_tokens", 16), cfg.get("max_candidate_chars"), cfg.name)
     if kind == "arith_rule":
         from worlds.arith.gold import ArithVerifier
         return ArithVerifier(cfg.name, cfg.get("unverifiable", 0.0))

@@ -1,6 +1,8 @@
-"""URPO's referee as a reward source backed by the live engine: the policy itself, on its current
-weights (not a frozen copy from disk), ranks each group of responses listwise in several
-presentation orders; the formats and scores are rewards/ranking.py's."""
+"""URPO's referee: a policy ranking groups of responses listwise in several presentation orders
+(formats and scores: rewards/ranking.py). In a URPO run it is backed by the live engine (the policy
+itself, on its current weights, not a frozen copy from disk); as a reward source (`reward=referee`,
+`make_source`) it is a model directory (an URPO checkpoint's `policy/`, or the zoo's `referee`) behind
+the HF engine, for the static harness's pairwise protocols (`compare`)."""
 from __future__ import annotations
 
 import random
@@ -8,12 +10,20 @@ import random
 from rewards.ranking import flip_rate, orders, parse_ranking, rank_scores, referee_prompt, unshuffle
 
 
+def pick(tiers: list[list[int]] | None) -> str | None:
+    """A verdict on two candidates as a pairwise pick: "A" (the first shown ranked above the second),
+    "B" (the second above the first), None for a tie or an unparsable verdict."""
+    if tiers is None or len(tiers) != 2:
+        return None
+    return "A" if tiers[0] == [0] else "B"
+
+
 class LiveReferee:
     """Ranks groups of responses with the live policy: one engine call for every group and order."""
 
     def __init__(self, engine, template: str, item: str, orders: int = 2, temperature: float = 0.0,
-                 max_tokens: int = 16, max_candidate_chars: int | None = None):
-        self.engine, self.template, self.item = engine, template, item
+                 max_tokens: int = 16, max_candidate_chars: int | None = None, name: str = "referee"):
+        self.name, self.engine, self.template, self.item = name, engine, template, item
         self.n_orders, self.temperature, self.max_tokens = orders, temperature, max_tokens
         self.max_chars = max_candidate_chars
         self.cut = 0  # candidate texts cut to max_candidate_chars, counted
@@ -52,3 +62,13 @@ class LiveReferee:
             out.append({"scores": scores, "verdicts": verdicts, "texts": texts, "parsed": len(ok),
                         "flip": flip_rate(ok[0], ok[1]) if len(ok) >= 2 else None})
         return out
+
+    def compare(self, questions: list[str], first: list[str], second: list[str]) -> list[str | None]:
+        """Per pair, the two responses ranked in the order given: "A" (first better), "B" (second
+        better) or None (a tie or an unparsable verdict); the static harness's pairwise contract."""
+        from policies.engine import Sampling
+
+        prompts = [self.prompts(q, [a, b], [0, 1]) for q, a, b in zip(questions, first, second)]
+        rs = self.engine.generate(prompts, Sampling(n=1, temperature=self.temperature, max_tokens=self.max_tokens,
+                                                    seed=0))
+        return [pick(parse_ranking(r.text, 2)) for r in rs]

@@ -15,7 +15,7 @@ import os
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from policies.logprobs import pad_rollouts
 from rl import losses as L
@@ -31,7 +31,7 @@ class Learner:
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
-        self.cfg = cfg
+        self.cfg, self.path = cfg, path
         self.device = resolve_device(cfg.get("device", "auto"))
         self.precision = cfg.get("precision", "fp32")
         if self.precision not in PRECISIONS:
@@ -92,9 +92,12 @@ class Learner:
         return ((pol - ref) * mask).sum(1).tolist()
 
     def save_checkpoint(self, path: str) -> None:
-        """Policy in HF format (safetensors; with LoRA the PEFT adapter), critic weights, optimizer(s),
+        """Policy in HF format with its tokenizer (safetensors; with LoRA the PEFT adapter), critic weights, optimizer(s),
         RNG and the KL coefficient."""
         self.policy.save_pretrained(os.path.join(path, "policy"), safe_serialization=True)
+        # with its tokenizer the checkpoint's policy/ is a model directory any HF loader (or
+        # policy=path, reward=referee) takes as it is
+        AutoTokenizer.from_pretrained(self.path).save_pretrained(os.path.join(path, "policy"))
         state = {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(), "kl_coef": self.kl_coef}
         if self.critic is not None:
             critic = {k: v.cpu() for k, v in self.critic.state_dict().items()}

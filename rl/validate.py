@@ -68,6 +68,10 @@ def validate(cfg: DictConfig) -> Checked:
         if cfg.algo.temperature <= 0:
             errors.append(f"algo.temperature={cfg.algo.temperature}: a policy-gradient run samples at a temperature "
                           "> 0 (its log-probs are those of softmax(logits / temperature))")
+    if cfg.reward.get("type") == "referee" or cfg.gold.get("type") == "referee":
+        errors.append("a referee (type referee) ranks responses against each other and gives no pointwise reward: "
+                      "score it with `python -m analysis.static reward=referee judge_protocol=both_orders`; a run whose "
+                      "policy is its own referee is algo=urpo")
     if cfg.algo.name == "urpo":
         if cfg.reward.get("type") != "rule":
             errors.append(f"algo=urpo scores its verifiable prompts with the task's verifier: set reward=rule "

@@ -229,6 +229,12 @@ def test_resume_continues_at_the_right_step(algo, tmp_path):
     assert resumed["gold_final"] == pytest.approx(full["gold_final"]) and resumed["gold_initial"] == full["gold_initial"]
     assert scalars(tmp_path / "b")["reward/gold"] == pytest.approx(scalars(tmp_path / "a")["reward/gold"])
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+    # a checkpoint's policy/ is a whole model directory: its tokenizer is the starting policy's
+    from transformers import AutoTokenizer
+
+    ckpt = AutoTokenizer.from_pretrained(tmp_path / "b" / "checkpoints" / "step_000004" / "policy")
+    start = AutoTokenizer.from_pretrained(full["policy"])
+    assert ckpt("Q:12+34=W:kq").input_ids == start("Q:12+34=W:kq").input_ids and len(ckpt) == len(start)
 
 
 @pytest.mark.parametrize("algo, steps, gain", [

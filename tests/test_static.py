@@ -443,3 +443,27 @@ def test_rule_verifier_scores_real_text_as_unverifiable():
     v = ArithVerifier(unverifiable=0.5)
     assert v.score(["Add together 3.7 and 6.2.", "Q:1+2="], ["9.9", "3"]) == [0.5, 1.0]
     assert v.unverifiable == 1
+
+
+def test_cli_referee_needs_a_pairwise_protocol_and_reads_a_checkpoint_dir(tmp_path):
+    """reward=referee has no pointwise score: without judge_protocol it is one clear error; with
+    both_orders it is scored pairwise from a model directory (reward.path: the zoo referee copied
+    aside with its tokenizer, as a run checkpoint's policy/ is)."""
+    import shutil
+
+    from worlds import zoo
+
+    out = static_cli(tmp_path / "a", "world=arith_small", "reward=referee", "bench=arith_v1", "bench.limit=8")
+    assert out.returncode == 2 and "error: reward 'referee' ranks responses against each other" in out.stderr
+    assert "judge_protocol=both_orders" in out.stderr
+    src = zoo.ensure(zoo.world_config("arith_small"), zoo.default_cache_dir(), ["referee"]) / "referee"
+    ckpt = tmp_path / "ckpt" / "policy"
+    shutil.copytree(src, ckpt, ignore=shutil.ignore_patterns("build.json"))
+    out = static_cli(tmp_path / "b", "world=arith_small", "reward=referee", f"reward.path={ckpt}", "bench=arith_v1",
+                     "bench.limit=24", "judge_protocol=both_orders")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "b" / "static.json").read_text())
+    p = res["judge_protocol"]
+    assert res["scores"] is None and p["protocol"] == "both_orders" and len(p["verdicts"]) == 24
+    assert p["verdict_parse_errors"] == sum(v not in ("A", "B") for pair in p["verdicts"] for v in pair)
+    assert "no pointwise scores" in out.stdout

@@ -85,6 +85,46 @@ def test_overopt_smoke_two_seeds(tmp_path):
     assert "<table>" in page and ">alpha</th>" in page and "data:image/png;base64," in page
 
 
+def test_urpo_study_smoke_two_seeds(tmp_path):
+    """analysis.urpo end to end on a tiny budget: each curve point is the mean of the two seeds' run
+    files, read back here; the comparison arms ran GRPO on their rewards; the static rows come from
+    each seed's last URPO checkpoint."""
+    out = subprocess.run([sys.executable, "-m", "analysis.urpo", "world=arith_small", "algo.steps=2", "eval.every=1",
+                          "eval.prompts=8", "algo.prompts_per_step=6", "algo.urpo.eval_rankings=12",
+                          "study.seeds=[0,1]", "study.bench_limit=12", f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "urpo.json").read_text())
+    assert res["seeds"] == [0, 1] and res["kinds"] == ["add", "open"]
+    assert list(res["curves"]) == ["urpo", "judge", "rule_plus_judge"]
+    for arm in res["curves"]:
+        evals = [eval_records(tmp_path / f"seed_{s}" / arm) for s in (0, 1)]
+        assert [p["step"] for p in res["curves"][arm]] == [r["step"] for r in evals[0]] == [0, 1, 2]
+        keys = ["gold_add", "gold_open"] + (["referee_accuracy", "referee_parse_rate"] if arm == "urpo" else [])
+        for i, p in enumerate(res["curves"][arm]):
+            for key in keys:
+                vals = [e[i][f"eval/{key}"] for e in evals]
+                assert p[key] == pytest.approx(np.mean(vals), abs=1e-12), (arm, key)
+                assert (p[f"{key}_min"], p[f"{key}_max"]) == (min(vals), max(vals))
+    assert "referee_accuracy" not in res["curves"]["judge"][0]
+    for s in (0, 1):
+        for arm in ("judge", "rule_plus_judge"):
+            summary = json.loads((tmp_path / f"seed_{s}" / arm / "summary.json").read_text())
+            assert (summary["algo"], summary["reward"], summary["steps"]) == ("grpo", arm, 2)
+        assert (tmp_path / f"seed_{s}" / "urpo" / "checkpoints" / "step_000002" / "policy" / "tokenizer.json").exists()
+        assert not (tmp_path / f"seed_{s}" / "judge" / "checkpoints").exists()
+    st = res["static"]
+    assert [v["protocol"] for v in st["urpo_final"]] == ["both_orders"] * 2 and st["judge"]["protocol"] == "ratings"
+    for v in st["urpo_final"] + [st["referee_start"], st["judge"]]:
+        assert 0.0 <= v["accuracy"] <= 1.0 and sum(v["per_subset"].values()) > 0
+    assert 0.0 <= st["judge"]["pointwise"] <= 1.0 and "pointwise" not in st["referee_start"]
+    assert len(res["judge_rankings"]["per_seed"]) == 2
+    assert res["judge_rankings"]["accuracy"] == pytest.approx(np.mean(res["judge_rankings"]["per_seed"]))
+    assert (tmp_path / "urpo.png").stat().st_size > 10_000
+    report = (tmp_path / "report.md").read_text()
+    assert "# URPO vs a separate judge (arith_small world)" in report and "| URPO checkpoint, seed 1 |" in report
+
+
 def test_correlation_smoke_two_seeds_and_cache(tmp_path):
     """Three sources, two seeds on the reduced world with a tiny budget: static once per source,
     BoN and RL once per (source, seed), gains averaged over the seeds, every sub-job a Ray task,

@@ -198,3 +198,83 @@ def test_the_referee_learns_in_a_short_urpo_run(tmp_path, user_cache):
     for key in ("reward/verifiable", "reward/ranking", "gold/verifiable", "gold/open", "referee/open_parse_rate",
                 "referee/ranking_parse_rate", "urpo/open_groups_left_out"):
         assert key in metrics[1], key
+
+
+class Canned:
+    """A stand-in engine for compare(): fixed verdict texts, the prompts it was sent kept."""
+
+    def __init__(self, texts):
+        self.texts, self.sent = texts, None
+
+    def generate(self, prompts, sampling):
+        self.sent = list(prompts)
+        return [SimpleNamespace(text=t) for t in self.texts]
+
+
+def test_compare_asks_in_the_order_given_and_reads_the_verdicts():
+    from rewards.referee import pick
+
+    assert (pick([[0], [1]]), pick([[1], [0]]), pick([[0, 1]]), pick(None)) == ("A", "B", None, None)
+    engine = Canned(["2>1", "Ranking: 1 > 2", "1=2", "1>1", "no idea"])
+    ref = LiveReferee(engine, "R:{prompt}{candidates}=", "[{i}]{response}", orders=1, max_candidate_chars=3)
+    picks = ref.compare(["Q:1+1="] * 5, ["2", "3", "2", "2", "2 ok"], ["3 ok", "2", "2", "3", "3"])
+    assert picks == ["B", "A", None, None, None]
+    assert engine.sent[0] == "R:Q:1+1=[1]2[2]3 o="  # second candidate cut to 3 characters
+    assert engine.sent[4] == "R:Q:1+1=[1]2 o[2]3="
+    assert ref.cut == 2
+
+
+def test_a_referee_from_disk_gives_the_picks_of_greedy_decoding_by_hand(tmp_path):
+    """reward=referee (the zoo's referee behind the HF engine): each pick equals what greedy
+    decoding of the hand-written prompt with plain transformers gives, read by a regex here."""
+    import re
+
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rewards import make_source
+    from worlds import zoo
+    from worlds.arith.task import ranking_items
+
+    world = zoo.world_config("arith_small")
+    zoo_dir = zoo.ensure(world, zoo.default_cache_dir(), ["referee"])
+    cfg = OmegaConf.create({"name": "referee", "type": "referee", "artifact": "referee", "path": None,
+                            "template": "R:{prompt}{candidates}=", "item": "[{i}]{response}", "max_tokens": 16,
+                            "max_candidate_chars": None})
+    ref = make_source(cfg, zoo_dir)
+    rows = ranking_items("eval", 12, 3, 2)
+    q, a, b = [r["prompt"] for r in rows], [r["candidates"][0] for r in rows], [r["candidates"][1] for r in rows]
+    picks = ref.compare(q, a, b) + ref.compare(q, b, a)
+    tok = AutoTokenizer.from_pretrained(zoo_dir / "referee")
+    model = AutoModelForCausalLM.from_pretrained(zoo_dir / "referee").eval()
+    expected = []
+    for first, second in ((a, b), (b, a)):
+        for qi, x, y in zip(q, first, second):
+            ids = tok(f"R:{qi}[1]{x}[2]{y}=", add_special_tokens=False, return_tensors="pt").input_ids
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=16,
+                                 pad_token_id=tok.pad_token_id)
+            found = re.findall(r"\d+(?:\s*[>=]\s*\d+)+", tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+            verdict = re.sub(r"\s", "", found[-1]) if found else ""
+            expected.append({"1>2": "A", "2>1": "B"}.get(verdict))
+    assert picks == expected
+    assert any(p is not None for p in picks)
+
+
+def test_score_tiers_and_the_comparison_run_config():
+    from hydra import compose, initialize_config_dir
+
+    from analysis.study import CONF
+    from analysis.urpo import baseline_cfg, score_tiers
+
+    assert score_tiers([0.2, 0.9, 0.2, 0.5]) == [[1], [3], [0, 2]]
+    assert score_tiers([0.4, 0.4]) == [[0, 1]]
+    assert concordance(score_tiers([0.2, 0.9, 0.2, 0.5]), [1.0, 3.0, 0.0, 2.0]) == pytest.approx(5 / 6)  # (0,2) tied
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("urpo", overrides=["algo.steps=7", "algo.lr=2e-4"])
+    base = baseline_cfg(cfg, "judge")
+    assert base.algo.name == "grpo" and "urpo" not in base.algo
+    assert base.reward.type == "lora_judge" and cfg.reward.type == "rule"
+    assert [p.type for p in baseline_cfg(cfg, "rule_plus_judge").reward.parts] == ["rule", "lora_judge"]
+    for key in ("steps", "prompts_per_step", "samples_per_prompt", "lr", "temperature", "max_tokens"):
+        assert base.algo[key] == cfg.algo[key], key
+    assert (base.algo.steps, base.algo.lr, base.policy.artifact, base.seed) == (7, 2e-4, "referee", cfg.seed)

@@ -74,3 +74,9 @@ def test_the_default_config_is_valid_and_resolved(tmp_path):
     c = validate(config(f"cache_dir={tmp_path}"))
     assert (c.task.name, c.proxy.type, c.gold.type) == ("arith", "cdr", "arith_gold")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_referee_is_not_a_training_reward(tmp_path):
+    [line] = problems(tmp_path, "reward=referee")
+    assert line.startswith("a referee (type referee) ranks responses against each other and gives no pointwise reward")
+    assert "analysis.static reward=referee judge_protocol=both_orders" in line
