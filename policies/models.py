@@ -12,8 +12,8 @@ from policies.engine import EngineError, check_model_dir
 
 
 def resolve_policy(cfg, cache_dir: str, world=None) -> str:
-    """`policy.source`: `path` (a local HF directory), `zoo` (an artifact of the world's zoo, built on
-    first need) or `random` (a randomly initialised shape, built on first need)."""
+    """`policy.source`: `path` (a local HF directory), `zoo` (an artifact of the world's zoo, or of
+    `policy.world`'s when set, built on first need) or `random` (a randomly initialised shape, built on first need)."""
     if cfg.source == "path":
         return str(check_model_dir(cfg.path, "policy.path"))
     if cfg.source == "random":
@@ -35,6 +35,7 @@ def resolve_policy(cfg, cache_dir: str, world=None) -> str:
     if cfg.source == "zoo":
         from worlds import zoo
 
+        world = policy_world(cfg, world)
         if world is None:
             raise EngineError("policy.source=zoo needs a world config (config group `world`)")
         try:
@@ -43,3 +44,14 @@ def resolve_policy(cfg, cache_dir: str, world=None) -> str:
             raise EngineError(f"policy.artifact: {e}") from None
         return str(check_model_dir(path, "policy.artifact"))
     raise EngineError(f"unknown policy source {cfg.source!r} (config key policy.source); expected 'path', 'zoo' or 'random'")
+
+
+def policy_world(cfg, world):
+    """The world whose zoo a `source: zoo` policy comes from: `policy.world` when it names one (a
+    real-model policy such as smollm2_135m works with any task), else the run's world."""
+    name = cfg.get("world")
+    if not name or (world is not None and world.name == name):
+        return world
+    from worlds import zoo
+
+    return zoo.world_config(name)

@@ -57,8 +57,12 @@ def validate(cfg: DictConfig) -> Checked:
         if probe and not isinstance(probe[0].prompt, str) and cfg.policy.source == "path":
             check(_check_chat_template, cfg.policy.path, task.name)
     if proxy is not None and gold is not None:
-        check(plan, cfg.world, zoo_artifacts(proxy) + zoo_artifacts(gold)
-              + ([cfg.policy.artifact] if cfg.policy.source == "zoo" else []))
+        from policies.models import policy_world
+
+        own = cfg.policy.source == "zoo" and cfg.policy.get("world") in (None, cfg.world.name)
+        check(plan, cfg.world, zoo_artifacts(proxy) + zoo_artifacts(gold) + ([cfg.policy.artifact] if own else []))
+        if cfg.policy.source == "zoo" and not own:  # a policy from another world's zoo (policy.world)
+            check(lambda: plan(policy_world(cfg.policy, cfg.world), [cfg.policy.artifact]))
     if algo is not None and cfg.algo.name != "bon":
         from rl.algos.common import check_kl
 

@@ -80,3 +80,11 @@ def test_a_referee_is_not_a_training_reward(tmp_path):
     [line] = problems(tmp_path, "reward=referee")
     assert line.startswith("a referee (type referee) ranks responses against each other and gives no pointwise reward")
     assert "analysis.static reward=referee judge_protocol=both_orders" in line
+
+
+def test_a_policy_from_another_worlds_zoo(tmp_path):
+    [line] = problems(tmp_path, "task=smol_arith", "policy=smollm2_135m", "reward=rule", "policy.world=nope")
+    assert line == "unknown world 'nope'; expected one of: arith, arith_small, smol"
+    [line] = problems(tmp_path, "task=smol_arith", "policy=smollm2_135m", "reward=rule", "policy.artifact=rm_l")
+    assert line == "world 'smol' has no zoo artifact 'rm_l'; it has: base"
+    validate(config(f"cache_dir={tmp_path / 'cache'}", "task=smol_arith", "policy=smollm2_135m", "reward=rule"))

@@ -38,9 +38,16 @@ def world_config(name: str = "arith", overrides: list[str] | None = None) -> Dic
     """The `world` group of the Hydra tree, composed as `python -m rl.run world=NAME` would."""
     from hydra import compose, initialize_config_dir
 
+    if not (CONF / "world" / f"{name}.yaml").is_file():
+        have = sorted(p.stem for p in (CONF / "world").glob("*.yaml"))
+        raise ValueError(f"unknown world {name!r}; expected one of: {', '.join(have)}")
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"world={name}"] + [f"world.{o}" for o in overrides or []]
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (rl.run): its search path is conf/
+        return compose("config", overrides=overrides).world
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"world={name}"] + [f"world.{o}" for o in overrides or []])
-    return cfg.world
+        return compose("config", overrides=overrides).world
 
 
 def default_cache_dir() -> str:
