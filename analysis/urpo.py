@@ -29,9 +29,12 @@ from analysis.study import cli, conf_file, seeds, write
 from rl.logger import read_evals
 
 def arms(cfg) -> list[str]:
+    """urpo and the baselines, with every config the study reads checked before anything runs."""
     out = ["urpo", *cfg.study.baselines]
     if len(set(out)) != len(out):
         raise ValueError(f"study.baselines={list(cfg.study.baselines)}: each reward once, and not named urpo")
+    for group, name in [("reward", b) for b in (*cfg.study.baselines, cfg.study.judge)] + [("bench", cfg.study.bench)]:
+        conf_file(group, name)
     return out
 
 

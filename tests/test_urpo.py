@@ -264,7 +264,7 @@ def test_score_tiers_and_the_comparison_run_config():
     from hydra import compose, initialize_config_dir
 
     from analysis.study import CONF
-    from analysis.urpo import baseline_cfg, score_tiers
+    from analysis.urpo import arms, baseline_cfg, score_tiers
 
     assert score_tiers([0.2, 0.9, 0.2, 0.5]) == [[1], [3], [0, 2]]
     assert score_tiers([0.4, 0.4]) == [[0, 1]]
@@ -275,6 +275,10 @@ def test_score_tiers_and_the_comparison_run_config():
     assert base.algo.name == "grpo" and "urpo" not in base.algo
     assert base.reward.type == "lora_judge" and cfg.reward.type == "rule"
     assert [p.type for p in baseline_cfg(cfg, "rule_plus_judge").reward.parts] == ["rule", "lora_judge"]
+    assert arms(cfg) == ["urpo", "judge", "rule_plus_judge"]
+    cfg.study.baselines = ["judge", "nope"]
+    with pytest.raises(ValueError, match=r"no config reward=nope"):  # before any run starts
+        arms(cfg)
     for key in ("steps", "prompts_per_step", "samples_per_prompt", "lr", "temperature", "max_tokens"):
         assert base.algo[key] == cfg.algo[key], key
     assert (base.algo.steps, base.algo.lr, base.policy.artifact, base.seed) == (7, 2e-4, "referee", cfg.seed)
