@@ -58,6 +58,7 @@ def judge_on_rankings(cfg: DictConfig, judge_cfg) -> dict:
     """The frozen judge's accuracy (mean concordance) on the held-out rankings URPO's referee is
     evaluated on with this seed (`task.ranking_items("eval", eval_rankings, seed, ranking_size)`), each candidate cut to
     `max_candidate_chars` as the referee sees it."""
+    from analysis.rewardbench import regroup
     from rewards import make_source, zoo_artifacts
     from rewards.ranking import concordance
     from rl.tasks import make_task
@@ -70,10 +71,7 @@ def judge_on_rankings(cfg: DictConfig, judge_cfg) -> dict:
     cap = u.max_candidate_chars
     cands = [[c if cap is None else c[:cap] for c in r["candidates"]] for r in rankings]
     flat = judge.score([r["prompt"] for r, cs in zip(rankings, cands) for _ in cs], [c for cs in cands for c in cs])
-    acc, at = [], 0
-    for r, cs in zip(rankings, cands):
-        acc.append(concordance(score_tiers(flat[at : at + len(cs)]), r["gold"]))
-        at += len(cs)
+    acc = [concordance(score_tiers(s), r["gold"]) for s, r in zip(regroup(flat, [len(cs) for cs in cands]), rankings)]
     return {"accuracy": float(np.mean(acc)), "rankings": len(rankings)}
 
 
