@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-slow bench clean
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -26,7 +26,11 @@ demo: venv
 	$(PY) -m rl.run reward=cdr algo=grpo
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# the tests too long for CI (each builds or trains a real model for minutes): times in BENCHMARKS.md
+test-slow: venv
+	$(PY) -m pytest -q -m slow
 
 bench: venv
 	$(PY) -m analysis.bench engines

@@ -177,9 +177,19 @@ def resolve_path(path: str, zoo_dir: Path | None) -> str:
     return path if os.path.isabs(path) else str(REPO / path)
 
 
+def in_split(prompt: str, cfg) -> str:
+    """"train" or "test": a row's side of `bench.split`, by a hash of its prompt (a prompt never straddles)
+    below / above `bench.train_frac`; a world's zoo trains its reward sources on the train side."""
+    from rl.tasks import hash_unit
+
+    if cfg.split not in ("train", "test"):
+        raise ValueError(f"benchmark {cfg.name!r}: bench.split={cfg.split!r}; expected train, test or null")
+    return "train" if hash_unit(prompt) < cfg.train_frac else "test"
+
+
 def load(cfg, zoo_dir: Path | None = None) -> Bench:
     """The benchmark a `bench` config describes: `path` (one file or a list) or `hf: {name, split}`,
-    adapted by `format`, optionally subsampled to `limit` rows (a seeded sample, order kept)."""
+    adapted by `format`, optionally one side of a hash split (`split`), subsampled to `limit` rows (a seeded sample, order kept)."""
     import random
 
     if cfg.format not in ADAPTERS:
@@ -205,6 +215,9 @@ def load(cfg, zoo_dir: Path | None = None) -> Bench:
             row = adapt(rec, where, cfg)
         except Drop as d:
             dropped[str(d)] += 1
+            continue
+        if cfg.get("split") and in_split(row["prompt"], cfg) != cfg.split:
+            dropped[f"in the {'train' if cfg.split == 'test' else 'test'} split (bench.split)"] += 1
             continue
         if row.get("id") is None:
             row["id"] = len(rows)

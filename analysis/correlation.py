@@ -8,7 +8,8 @@ For each reward source in `study.sources` (default: every world proxy RM, the ju
   rl      final minus initial eval gold of a fixed-budget run (`algo`, GRPO by default) on the proxy;
           rl_peak: the best eval gold of that run minus initial (an oracle early stop: what the
           proxy could give before it was overoptimized), from the same run's `eval.every` points.
-bon and rl run once per seed in `study.seeds`; each gain is the mean over seeds (its per-seed sd in
+bon and rl run once per seed in `study.seeds` (`study.rl: false`: no rl, for a world where a run per
+source is too slow, such as smol on a CPU); each gain is the mean over seeds (its per-seed sd in
 the table and as error bars). Then Pearson, Spearman and Kendall tau between static accuracy and
 each mean gain with Fisher-z 95% intervals over the sources (analysis/fits.py), a scatter PNG per
 gain, correlation.json and report.md; the report says which intervals are too wide to conclude.
@@ -51,7 +52,8 @@ def _sub_config(cfg: DictConfig, kind: str, source: str, seed: int | None = None
     if kind == "static":
         harness = OmegaConf.load(conf_file("", "static"))  # the static CLI's own scoring settings
         return {"kind": kind, "world": base["world"], "reward": base["reward"],
-                "bench": OmegaConf.to_container(OmegaConf.load(conf_file("bench", study["bench"]))),
+                "bench": OmegaConf.to_container(OmegaConf.load(conf_file("bench", study["bench"])))
+                | ({"limit": study["static_rows"]} if study.get("static_rows") else {}),
                 "seed": base["seed"], "batch_size": harness.batch_size, "batch_chars": harness.batch_chars,
                 "max_chars": OmegaConf.to_container(harness.max_chars), "cache_dir": base["cache_dir"],
                 "metric": study.get("static_metric", "overall")}
@@ -118,7 +120,7 @@ def collect(cfg: DictConfig) -> dict:
     jobs, results = [], {}
     world = zoo_key(cfg.world)
     subs = [(kind, source, seed) for source in cfg.study.sources
-            for kind, seed in [("static", None)] + [(k, s) for s in seeds(cfg) for k in ("bon", "rl")]]
+            for kind, seed in [("static", None)] + [(k, s) for s in seeds(cfg) for k in kinds(cfg)]]
     for kind, source, seed in subs:
         sub = _sub_config(cfg, kind, source, seed)
         path = os.path.join(cache, f"{kind}-{source}-{_key(sub | {'zoo_key': world})}.json")
@@ -145,19 +147,29 @@ def collect(cfg: DictConfig) -> dict:
     return results
 
 
+def kinds(cfg) -> tuple[str, ...]:
+    return ("bon", "rl") if cfg.study.get("rl", True) else ("bon",)
+
+
+def gains(res_or_cfg) -> tuple[str, ...]:
+    rl = res_or_cfg["rl"] if isinstance(res_or_cfg, dict) else res_or_cfg.study.get("rl", True)
+    return GAINS if rl else GAINS[:1]
+
+
 def _name(kind: str, source: str, seed: int | None) -> str:
     return f"{kind}/{source}" if seed is None else f"{kind}/{source}/seed_{seed}"
 
 
-def row(source: str, static: float, runs: list[tuple[dict, dict]]) -> dict:
-    """One source's table row from its (bon, rl) sub-results per seed: each gain's mean over the
-    seeds (what the correlations use), its sd (ddof 1; None for one seed) and the per-seed values."""
-    per_seed = {"bon_gain": [b["value"] for b, _ in runs], "rl_gain": [r["value"] for _, r in runs],
-                "rl_peak_gain": [r["peak_value"] for _, r in runs]}
+def row(source: str, static: float, runs: list[tuple[dict, dict | None]]) -> dict:
+    """One source's table row from its (bon, rl) sub-results per seed (rl None: not run): each gain's
+    mean over the seeds (what the correlations use), its sd (ddof 1; None for one seed) and the per-seed values."""
+    per_seed = {"bon_gain": [b["value"] for b, _ in runs]}
+    if all(r is not None for _, r in runs):
+        per_seed |= {"rl_gain": [r["value"] for _, r in runs], "rl_peak_gain": [r["peak_value"] for _, r in runs]}
     out = {"source": source, "static": static}
     for gain, vals in per_seed.items():
         out |= {gain: float(np.mean(vals)), f"{gain}_sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
-    kls = [r.get("kl_final") for _, r in runs]
+    kls = [r.get("kl_final") if r else None for _, r in runs]
     return out | {"rl_kl": float(np.mean(kls)) if None not in kls else None, "per_seed": per_seed}
 
 
@@ -165,10 +177,10 @@ def analyse(cfg: DictConfig, results: dict) -> dict:
     from analysis.fits import correlations
 
     ss = seeds(cfg)
-    rows = [row(s, results[("static", s, None)]["value"], [(results[("bon", s, k)], results[("rl", s, k)]) for k in ss])
+    rows = [row(s, results[("static", s, None)]["value"], [(results[("bon", s, k)], results.get(("rl", s, k))) for k in ss])
             for s in cfg.study.sources]
-    stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows]) for g in GAINS}
-    return {"bench": cfg.study.bench, "bon_n": cfg.study.bon.n, "rl_algo": cfg.algo.name, "rl_steps": cfg.algo.steps,
+    stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows]) for g in gains(cfg)}
+    return {"bench": cfg.study.bench, "rl": "rl" in kinds(cfg), "static_rows": cfg.study.get("static_rows"), "bon_n": cfg.study.bon.n, "rl_algo": cfg.algo.name, "rl_steps": cfg.algo.steps,
             "rl_kl": {"coef": cfg.algo.kl.coef, "placement": cfg.algo.kl.placement, "estimator": cfg.algo.kl.estimator},
             "world": cfg.world.name, "seeds": ss, "rows": rows, "correlations": stats,
             "sub_wall_s": {_name(*k): v["wall_s"] for k, v in results.items()},
@@ -181,9 +193,10 @@ def scatter(res: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    shown = gains(res)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.4 * len(shown), 4.6), squeeze=False)
     titles = (f"best-of-{res['bon_n']}", f"RL {res['rl_algo']}, final", f"RL {res['rl_algo']}, peak")
-    for ax, gain, title in zip(axes, GAINS, titles):
+    for ax, gain, title in zip(axes[0], shown, titles):
         x, y = [r["static"] for r in res["rows"]], [r[gain] for r in res["rows"]]
         if len(res["seeds"]) > 1:
             ax.errorbar(x, y, yerr=[r[f"{gain}_sd"] for r in res["rows"]], fmt="o", capsize=3,
@@ -206,20 +219,23 @@ def scatter(res: dict, path: str) -> None:
 
 
 def report(res: dict) -> str:
-    n_seeds = len(res["seeds"])
+    n_seeds, rl = len(res["seeds"]), res.get("rl", True)
+    rows = f" ({res['static_rows']} rows, a seeded sample)" if res.get("static_rows") else ""
     lines = [f"# Static accuracy vs downstream gold gain ({res['world']})", "",
-             f"Static: `{res['bench']}`. BoN: N={res['bon_n']}, gold of the proxy pick minus the base mean. "
-             f"RL: {res['rl_algo']} for {res['rl_steps']} steps (KL coef {res['rl_kl']['coef']}, "
-             f"{res['rl_kl']['estimator']} in the {res['rl_kl']['placement']}), final minus initial eval gold (RL gain) and the "
-             f"best eval gold of the run minus initial (RL peak gain, an oracle early stop). "
+             f"Static: `{res['bench']}`{rows}. BoN: N={res['bon_n']}, gold of the proxy pick minus the base mean. "
+             + (f"RL: {res['rl_algo']} for {res['rl_steps']} steps (KL coef {res['rl_kl']['coef']}, "
+                f"{res['rl_kl']['estimator']} in the {res['rl_kl']['placement']}), final minus initial eval gold (RL gain) and the "
+                f"best eval gold of the run minus initial (RL peak gain, an oracle early stop). " if rl else
+                "No RL runs (study.rl: false). ")
              + (f"Gains are means over {n_seeds} seeds ({', '.join(map(str, res['seeds']))}) ± their per-seed sd."
                 if n_seeds > 1 else f"One seed ({res['seeds'][0]})."), "",
-             "| source | static | BoN gain | RL gain | RL peak gain | RL KL |", "|---|---:|---:|---:|---:|---:|"]
+             "| source | static | BoN gain | RL gain | RL peak gain | RL KL |" if rl else "| source | static | BoN gain |",
+             "|---|---:|---:|---:|---:|---:|" if rl else "|---|---:|---:|"]
     for r in res["rows"]:
         kl = f"{r['rl_kl']:.2f}" if r["rl_kl"] is not None else "–"
         gain = lambda g: f"{r[g]:+.3f}" + (f" ± {r[g + '_sd']:.3f}" if r[g + "_sd"] is not None else "")  # noqa: E731
         lines.append(f"| {r['source']} | {r['static']:.3f} | {gain('bon_gain')} | {gain('rl_gain')} | "
-                     f"{gain('rl_peak_gain')} | {kl} |")
+                     f"{gain('rl_peak_gain')} | {kl} |" if rl else f"| {r['source']} | {r['static']:.3f} | {gain('bon_gain')} |")
     lines += ["", "| gain | n | Pearson r [95% CI] (width) | Spearman ρ [95% CI] (width) | Kendall τ [95% CI] (width) |",
               "|---|---:|---|---|---|"]
     for gain, c in res["correlations"].items():

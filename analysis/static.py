@@ -121,7 +121,10 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
     """Load the bench, score every completion with the reward source, aggregate."""
     from rewards import make_source
 
+    from rewards import check_world
+
     t0 = time.time()
+    check_world(cfg.reward, cfg.world.name)
     zoo_dir = None
     artifacts = _zoo_artifacts(cfg)
     if artifacts:
@@ -177,7 +180,7 @@ def judge_protocol(cfg, source, bench: Bench, cut) -> dict:
     prompts = [cut(r["prompt"], "prompt") for r in bench.rows]
     chosen = [cut(r["chosen"], "response") for r in bench.rows]
     rejected = [cut(r["rejected"], "response") for r in bench.rows]
-    per = defaultdict(list)
+    per, extra = defaultdict(list), {}
     if name == "ratings":
         def rate(texts):
             out = []
@@ -203,14 +206,27 @@ def judge_protocol(cfg, source, bench: Bench, cut) -> dict:
         results = [rb.both_orders(x, y) for x, y in zip(ab, ba)]
         errors = sum(p not in ("A", "B") for p in ab + ba)
         verdicts = [list(x) for x in zip(ab, ba)]
+        both = [(x, y) for x, y in zip(ab, ba) if x in ("A", "B") and y in ("A", "B")]
+        # a position flip: the same letter picked in both orders, so the verdict followed the slot
+        extra = {"flip_rate": sum(x == y for x, y in both) / len(both) if both else None, "both_parsed": len(both)}
     for row, v in zip(bench.rows, results):
         per[row["subset"]].append(v)
     out = {s: float(np.mean(v)) for s, v in sorted(per.items())}
     # per row, so the numbers can be checked: ratings [chosen, rejected] (None: unparsed),
     # pairwise_once [pick, chosen shown as A], both_orders [pick chosen first, pick chosen second]
     # a referee cuts each candidate to its own max_candidate_chars (counted on the source)
-    return {"protocol": name, "per_subset": out, "overall": float(np.mean(list(out.values()))),
+    return {"protocol": name, "per_subset": out, "overall": float(np.mean(list(out.values()))), **extra,
             "verdict_parse_errors": errors, "candidates_cut": getattr(source, "cut", 0), "verdicts": verdicts}
+
+
+def headline(res: dict) -> float | None:
+    """One number per benchmark result (its kind's main accuracy); None for a source with no pointwise score."""
+    s = res["scores"]
+    if s is None:
+        return None
+    if res["kind"] == "rm_bench":
+        return s["over_domains_present"]["avg"]
+    return s["accuracy"] if res["kind"] in ("one_vs_many", "bon") else s["overall"]
 
 
 def table(res: dict) -> str:

@@ -1,6 +1,6 @@
 """Reward sources by config (`reward=` and `gold=` groups).
 
-Types: rm, lora_judge, cdr, referee (ranks; pairwise `compare` only, no pointwise score), arith_rule, math_verify, length, arith_gold, combination; and three that a run
+Types: rm, lora_judge, pnp_judge (the plug-and-play judge of a real instruct LM), cdr, referee (ranks; pairwise `compare` only, no pointwise score), arith_rule, math_verify, length, arith_gold, combination; and three that a run
 resolves against its task (`resolve`): `rule` = the task's own verifier, `task` = the task's default
 gold, `gold` = the run's gold (reward=gold optimises it). With no task (the static harness) they
 mean the arith world's verifier and gold, as before tasks were config.
@@ -11,9 +11,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-TYPES = ("rm", "lora_judge", "cdr", "referee", "arith_rule", "math_verify", "length", "arith_gold", "combination", "rule", "task", "gold")
+TYPES = ("rm", "lora_judge", "pnp_judge", "cdr", "referee", "arith_rule", "math_verify", "length", "arith_gold", "combination", "rule", "task", "gold")
 ZOO_FIELDS = {"rm": [("artifact", "path")], "referee": [("artifact", "path")], "lora_judge": [("base_artifact", "base_path"), ("adapter_artifact", "adapter_path")],
-              "cdr": [("strong_artifact", "strong_path"), ("weak_artifact", "weak_path")]}
+              "cdr": [("strong_artifact", "strong_path"), ("weak_artifact", "weak_path")],
+              "pnp_judge": [("base_artifact", "base_path"), ("adapter_artifact", "adapter_path"), ("demos_artifact", "demos_path")]}
+OPTIONAL = {"adapter_artifact", "demos_artifact"}  # a model part a source may go without (both keys null)
 ARITH = {"rule": {"type": "arith_rule"}, "task": {"name": "gold", "type": "arith_gold"}, "gold": {"name": "gold", "type": "arith_gold"}}
 
 
@@ -70,10 +72,23 @@ def check_source(cfg, zoo_dir: Path | None = None, group: str = "reward", zoo: b
     if kind not in TYPES:
         raise ValueError(f"unknown reward type {kind!r} (config key {group}.type); expected one of: {', '.join(TYPES)}")
     for key, field in ZOO_FIELDS.get(kind, []):
+        if key in OPTIONAL and not cfg.get(key) and not cfg.get(field):
+            continue
         if zoo or cfg.get(field) or not cfg.get(key):
             artifact_path(cfg, key, zoo_dir, field, group)
     for part in cfg.get("parts", []) if kind == "combination" else []:
         check_source(part, zoo_dir, group, zoo)
+
+
+def check_world(cfg, world: str, group: str = "reward") -> None:
+    """A source that names its world (`world:`, e.g. the smol world's judge) reads that world's zoo:
+    the run or evaluation must be in it."""
+    if cfg.get("type") == "combination":
+        for part in cfg.parts:
+            check_world(part, world, group)
+    elif cfg.get("world") and cfg.world != world:
+        raise ValueError(f"{group} {cfg.get('name')!r} reads the {cfg.world!r} world's zoo ({group}.world): add "
+                         f"world={cfg.world} (this is world={world})")
 
 
 def make_source(cfg, zoo_dir: Path | None = None):
@@ -90,11 +105,21 @@ def make_source(cfg, zoo_dir: Path | None = None):
         from rewards.judge import LoRAJudge
         return LoRAJudge(artifact_path(cfg, "base_artifact", zoo_dir, "base_path"),
                          artifact_path(cfg, "adapter_artifact", zoo_dir, "adapter_path"), cfg.name, cfg.get("batch_size", 64))
+    if kind == "pnp_judge":
+        from rewards.pnp_judge import PnPJudge
+        adapter = demos = None
+        if cfg.get("adapter_artifact") or cfg.get("adapter_path"):
+            adapter = artifact_path(cfg, "adapter_artifact", zoo_dir, "adapter_path")
+        if cfg.get("demos_artifact") or cfg.get("demos_path"):
+            demos = read_demos(artifact_path(cfg, "demos_artifact", zoo_dir, "demos_path"), cfg.name)
+        caps = cfg.get("max_chars") or {}
+        return PnPJudge(artifact_path(cfg, "base_artifact", zoo_dir, "base_path"), adapter, demos, cfg.get("shots", 0),
+                        cfg.name, cfg.get("batch_size", 8), caps.get("prompt"), caps.get("response"))
     if kind == "cdr":
         from rewards.cdr import CDR
         return CDR(artifact_path(cfg, "strong_artifact", zoo_dir, "strong_path"),
                    artifact_path(cfg, "weak_artifact", zoo_dir, "weak_path"), cfg.name, cfg.get("length_norm", "sum"),
-                   cfg.get("template", "{prompt}"), cfg.get("batch_size", 64))
+                   cfg.get("template", "{prompt}"), cfg.get("batch_size", 64), cfg.get("strong_template"))
     if kind == "referee":
         from policies.hf_engine import HFEngine
         from rewards.referee import LiveReferee
@@ -114,6 +139,23 @@ def make_source(cfg, zoo_dir: Path | None = None):
         return Gold()
     if kind == "combination":
         return Combination(cfg.name, [(make_source(part, zoo_dir), part.weight) for part in cfg.parts])
+
+
+def read_demos(path: str, name: str) -> list[dict]:
+    """Demonstration pairs: a JSONL file of {prompt, chosen, rejected}, or a directory holding demos.jsonl."""
+    import json
+
+    file = Path(path) / "demos.jsonl" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise ValueError(f"reward {name!r}: no demonstrations file {str(file)!r} (config key reward.demos_path)")
+    out = []
+    for i, line in enumerate(file.read_text().splitlines()):
+        if line.strip():
+            rec = json.loads(line)
+            if not all(isinstance(rec.get(k), str) for k in ("prompt", "chosen", "rejected")):
+                raise ValueError(f"{file}: line {i + 1} needs string fields prompt, chosen, rejected")
+            out.append(rec)
+    return out
 
 
 class Combination:

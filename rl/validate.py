@@ -24,7 +24,7 @@ class Checked:
 
 def validate(cfg: DictConfig) -> Checked:
     from policies.engine import EngineError, check_engine_name, check_model_dir
-    from rewards import check_source, resolve, zoo_artifacts
+    from rewards import check_source, check_world, resolve, zoo_artifacts
     from rl.algos import get_algo
     from rl.tasks import make_task
     from worlds.zoo import plan
@@ -51,6 +51,7 @@ def validate(cfg: DictConfig) -> Checked:
         for group, source in (("reward", proxy), ("gold", gold)):
             before = len(errors)
             if source is not None:
+                check(check_world, source, cfg.world.name, group)
                 check(check_source, source, None, group, zoo=False)
                 if len(errors) == before:  # a known type: what it reads from the items
                     errors.extend(_column_problems(source, task, probe, group))

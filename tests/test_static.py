@@ -1,5 +1,6 @@
 """The static benchmark harness: scorers against hand-computed values, loaders, and the CLI on every
 shipped real data set checked against an independent computation from the raw files."""
+import hashlib
 import gzip
 import json
 import math
@@ -272,14 +273,22 @@ def test_cli_llmbar_pairs(tmp_path):
 
 def test_cli_hh_pairs(tmp_path):
     res = run_length(tmp_path, "hh_harmless")
-    wins, dropped = [], 0
+    wins, dropped, train_side = [], 0, 0
     for r in raw(DATA / "hh_rlhf" / "harmless-base_test.jsonl.gz"):
         i, j = r["chosen"].rfind("\n\nAssistant:"), r["rejected"].rfind("\n\nAssistant:")
         if r["chosen"][:i] != r["rejected"][:j]:
             dropped += 1
             continue
+        # the bench keeps the test side: the first 8 bytes of sha256(prompt) as a fraction >= 0.5
+        prompt = r["chosen"][: i + len("\n\nAssistant:")]
+        if int(hashlib.sha256(prompt.encode()).hexdigest()[:16], 16) < 2**63:
+            train_side += 1
+            continue
         wins.append(len(r["chosen"]) - i > len(r["rejected"]) - j)
-    assert res["rows_scored"] == len(wins) and sum(res["rows_dropped"].values()) == dropped
+    assert 900 < len(wins) < 1400 and train_side > 900
+    assert res["rows_scored"] == len(wins)
+    assert res["rows_dropped"] == {"chosen and rejected conversations differ before the last assistant turn": dropped,
+                                   "in the train split (bench.split)": train_side}
     assert res["scores"]["hh_harmless"] == pytest.approx(sum(wins) / len(wins))
 
 

@@ -256,3 +256,44 @@ def test_static_metric_walks_nested_scores_and_names_what_exists():
     assert static_metric(res, "over_domains_present/hard") == 0.5
     with pytest.raises(ValueError, match=r"study.static_metric='overall' .* it has: chat/hard, over_domains_present/hard$"):
         static_metric(res, "overall")
+
+
+def test_correlation_without_rl_uses_static_and_best_of_n_only(tmp_path):
+    """study.rl=false (the smol world's study): rows, correlations, report and plot for the BoN
+    gain alone, from sub-results given here (gains per seed: means and sd by hand)."""
+    from omegaconf import OmegaConf
+
+    from analysis.correlation import analyse, report, scatter
+
+    cfg = OmegaConf.create({"study": {"sources": ["a", "b", "c", "d"], "bench": "llmbar", "rl": False, "static_rows": 48,
+                                      "seeds": [0, 1], "bon": {"n": 16}},
+                            "seed": 0, "world": {"name": "smol"}, "algo": {"name": "grpo", "steps": 1,
+                                                                          "kl": {"coef": 0, "placement": "loss", "estimator": "k3"}}})
+    static = {"a": 0.4, "b": 0.5, "c": 0.6, "d": 0.7}
+    bon = {"a": (0.0, 0.02), "b": (0.05, 0.03), "c": (0.1, 0.12), "d": (0.2, 0.1)}
+    results = {("static", s, None): {"value": v, "wall_s": 1} for s, v in static.items()}
+    results |= {("bon", s, k): {"value": bon[s][k], "wall_s": 1} for s in static for k in (0, 1)}
+    res = analyse(cfg, results)
+    assert list(res["correlations"]) == ["bon_gain"] and res["rl"] is False
+    means = [0.01, 0.04, 0.11, 0.15]
+    assert [r["bon_gain"] for r in res["rows"]] == pytest.approx(means)
+    assert res["rows"][0]["bon_gain_sd"] == pytest.approx(0.02 / math.sqrt(2))
+    assert "rl_gain" not in res["rows"][0] and res["rows"][0]["rl_kl"] is None
+    x, y = np.array(list(static.values())), np.array(means)
+    dx, dy = x - x.mean(), y - y.mean()
+    assert res["correlations"]["bon_gain"]["pearson"]["value"] == pytest.approx((dx @ dy) / math.sqrt((dx @ dx) * (dy @ dy)))
+    md = report(res | {"wall_s": 1})
+    assert "| source | static | BoN gain |\n" in md and "No RL runs" in md and "(48 rows, a seeded sample)" in md
+    scatter(res, str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").stat().st_size > 5_000
+
+
+def test_the_smol_correlation_config_is_the_smol_world_without_rl():
+    from omegaconf import OmegaConf
+
+    from worlds.zoo import compose
+
+    cfg = compose("correlation_smol", [])
+    assert (cfg.world.name, cfg.task.name, cfg.policy.world) == ("smol", "smol_arith", "smol")
+    assert cfg.study.rl is False and cfg.study.static_rows == 48 and cfg.study.bon.n == 16
+    assert all(OmegaConf.load(REPO / "conf" / "reward" / f"{s}.yaml").world == "smol" for s in cfg.study.sources)

@@ -36,18 +36,22 @@ REPORT = "info.json"
 
 def world_config(name: str = "arith", overrides: list[str] | None = None) -> DictConfig:
     """The `world` group of the Hydra tree, composed as `python -m rl.run world=NAME` would."""
-    from hydra import compose, initialize_config_dir
-
     if not (CONF / "world" / f"{name}.yaml").is_file():
         have = sorted(p.stem for p in (CONF / "world").glob("*.yaml"))
         raise ValueError(f"unknown world {name!r}; expected one of: {', '.join(have)}")
+    return compose("config", [f"world={name}"] + [f"world.{o}" for o in overrides or []]).world
+
+
+def compose(config: str, overrides: list[str]) -> DictConfig:
+    """conf/<config>.yaml composed with `overrides`, inside a Hydra app (whose search path is conf/) or not."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    overrides = [f"world={name}"] + [f"world.{o}" for o in overrides or []]
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (rl.run): its search path is conf/
-        return compose("config", overrides=overrides).world
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config, overrides=overrides)
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides).world
+        return hydra_compose(config, overrides=overrides)
 
 
 def default_cache_dir() -> str:

@@ -7,18 +7,26 @@ tied `lm_head.weight`, config.json without `quantization_config` and with `archi
 tokenizer with its chat template. transformers refuses `save_pretrained` on a GGUF-loaded model,
 hence the manual write. The build checks the copy: the log-probs the reloaded directory gives on
 `world.check_texts` against the GGUF-loaded model's (`conversion.json`).
+
+Artifact `pairs`: real preference pairs kept apart from the benchmarks (worlds/smol/pairs.py): the
+train pairs and the judge's demonstrations. `judge_lora`: the plug-and-play judge's rank-16 LoRA
+(TRL SFT + PEFT) on `base`, taught both verdict kinds on the train pairs. `rm`: a Bradley-Terry RM,
+`base` + a score head, LoRA-trained by TRL's RewardTrainer on the same pairs and merged.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+from collections import Counter
 from pathlib import Path
 
-SOURCES = ("worlds.smol.zoo", "worlds.smol.task")
+SOURCES = ("worlds.smol.zoo", "worlds.smol.task", "worlds.smol.pairs", "worlds.arith.zoo", "rewards.pnp_judge", "rewards.rm")
 
 
 def artifacts(world) -> dict:
-    return {"base": ([], build_base)}
+    return {"base": ([], build_base), "pairs": ([], build_pairs), "judge_lora": (["base", "pairs"], build_judge_lora),
+            "rm": (["base", "pairs"], build_rm)}
 
 
 def gguf_file(world) -> Path:
@@ -111,10 +119,50 @@ def report(world, zoo: Path) -> dict:
                                                                           seed=world.seed))
         scores = gold.score([it.text for it in items], [r.text for r in rs], items=items)
         acc[name] = sum(scores) / len(scores)
+    del engine
+    static, failures = static_report(world, zoo)
     return {"base_gold_accuracy": acc["sampled"], "base_gold_accuracy_greedy": acc["greedy"],
             "eval_temperature": world.eval_temperature, "eval_prompts": len(items),
             "task": OmegaConf.to_container(task_cfg),
-            "conversion": json.loads((zoo / "base" / "conversion.json").read_text())}
+            "conversion": json.loads((zoo / "base" / "conversion.json").read_text()),
+            "pairs": json.loads((zoo / "pairs" / "pool.json").read_text()),
+            "static_accuracy": {src: {b: r["accuracy"] for b, r in res.items()} for src, res in static.items()},
+            "static": static, "judge_parse_failures": failures}
+
+
+def static_report(world, zoo: Path) -> dict:
+    """Each of `world.static.sources` on each of `world.static.benches` through the static harness
+    (`world.static.rows` rows of each): the bench's main accuracy from pointwise scores and, for a
+    judge on a pairs bench, its pairwise verdicts in both orders with the position-flip rate; and
+    each judge's verdicts under half a probability on the allowed tokens, counted per kind."""
+    from omegaconf import OmegaConf
+
+    from analysis.benchmarks import ADAPTERS
+    from analysis.static import evaluate, headline
+    from rewards import make_source
+    from worlds.zoo import compose
+
+    out, failures = {}, {}
+    for name in world.static.sources:
+        cfg = compose("static", [f"reward={name}"])
+        cfg.world, cfg.cache_dir = world, str(zoo.parent.parent)
+        cfg.max_chars = OmegaConf.create(OmegaConf.to_container(world.static.max_chars))
+        source = make_source(cfg.reward, zoo)
+        out[name] = {}
+        for bench in world.static.benches:
+            cfg.bench = compose("static", [f"bench={bench}"]).bench
+            cfg.bench.limit = world.static.rows
+            pairs = ADAPTERS[cfg.bench.format][0] == "pairs"
+            cfg.judge_protocol = "both_orders" if pairs and hasattr(source, "compare") else None
+            res = evaluate(cfg, source)
+            row = {"accuracy": headline(res), "rows": res["rows_scored"], "wall_s": res["wall_s"]}
+            if res["judge_protocol"]:
+                jp = res["judge_protocol"]
+                row |= {"both_orders": jp["overall"], "flip_rate": jp["flip_rate"], "verdict_parse_errors": jp["verdict_parse_errors"]}
+            out[name][bench] = row
+        if hasattr(source, "parse_failures"):
+            failures[name] = dict(source.parse_failures)
+    return out, failures
 
 
 def format_info(info: dict) -> str:
@@ -124,4 +172,122 @@ def format_info(info: dict) -> str:
         f"  conversion: max |log-prob gap| {c['max_abs_logprob_gap']:.2e} over {c['tokens']} tokens",
         f"  base gold accuracy on {info['eval_prompts']} eval prompts: {info['base_gold_accuracy']:.3f} at T = "
         f"{info['eval_temperature']}, {info['base_gold_accuracy_greedy']:.3f} greedy",
-        f"  build times (s): {info['stage_s']}"])
+        f"  build times (s): {info['stage_s']}",
+        f"  training pairs: {info['pairs']['train']} (pool {info['pairs']['pool']}, dropped {info['pairs']['dropped']})",
+        *static_table(info["static"]),
+        f"  judge verdicts unparsed (of all scored): {info['judge_parse_failures']}"])
+
+
+def static_table(static: dict) -> list[str]:
+    benches = list(next(iter(static.values())))
+    lines = ["  static accuracy (pointwise; judges also both orders / flip rate on pairs benches):",
+             f"  {'source':<18}" + "".join(f"{b:>14}" for b in benches)]
+    for name, res in static.items():
+        lines.append(f"  {name:<18}" + "".join(f"{res[b]['accuracy']:>14.3f}" for b in benches))
+        if any("both_orders" in res[b] for b in benches):
+            lines.append(f"  {'  both orders':<18}" + "".join(
+                f"{res[b]['both_orders']:>8.3f}/{res[b]['flip_rate'] if res[b]['flip_rate'] is not None else float('nan'):.2f}"
+                if "both_orders" in res[b] else f"{'':>14}" for b in benches))
+    return lines
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def build_pairs(world, out: Path, zoo: Path) -> None:
+    from worlds.smol.pairs import pool, select
+
+    p = world.pairs
+    rows, dropped = pool(world)
+    train, demos = select(rows, p.train, p.demos, p.demo_max_chars, world.seed)
+    for name, part in (("train", train), ("demos", demos)):
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    count = lambda part: dict(Counter(r["source"] for r in part))  # noqa: E731
+    (out / "pool.json").write_text(json.dumps({"pool": count(rows), "dropped": dict(dropped), "train": count(train),
+                                               "demos": count(demos)}, indent=2))
+
+
+def _train(trainer_cls, args_cls, model, tok, rows: list[dict], out: Path, cfg, seed: int, peft_config) -> None:
+    from datasets import Dataset
+
+    from worlds.arith.zoo import _trainer_args
+
+    steps = max(1, cfg.epochs * len(rows) // cfg.batch_size)
+    args = args_cls(**_trainer_args(out / "_trainer", steps, cfg.batch_size, cfg.lr, seed), max_length=cfg.max_length)
+    trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                          peft_config=peft_config)
+    trainer.train()
+    return trainer
+
+
+def _lora(cfg, task_type: str):
+    from peft import LoraConfig
+
+    from worlds.arith.zoo import LORA_TARGETS
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=LORA_TARGETS,
+                      task_type=task_type)
+
+
+def judge_rows(world, pairs: list[dict]) -> list[dict]:
+    """Per train pair: one pairwise verdict (the chosen side A or B by a seeded coin) and one
+    pointwise verdict for each response, as the judge prompts them with no demonstrations."""
+    import random
+
+    from rewards.pnp_judge import DEMO_SCORES, RUBRICS, cut, pair_query, point_query, verdict
+
+    rng = random.Random(world.seed)
+    caps = world.pairs.max_chars
+    rows = []
+
+    def add(kind, query, value):
+        rows.append({"prompt": [{"role": "system", "content": RUBRICS[kind]}, {"role": "user", "content": query}],
+                     "completion": [{"role": "assistant", "content": verdict(kind, value)}]})
+
+    for r in pairs:
+        p, c, j = cut(r["prompt"], caps.prompt, True), cut(r["chosen"], caps.response), cut(r["rejected"], caps.response)
+        if rng.random() < 0.5:
+            add("pair", pair_query(p, c, j), "A")
+        else:
+            add("pair", pair_query(p, j, c), "B")
+        add("point", point_query(p, c), DEMO_SCORES[0])
+        add("point", point_query(p, j), DEMO_SCORES[1])
+    rng.shuffle(rows)
+    return rows
+
+
+def build_judge_lora(world, out: Path, zoo: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(zoo / "base")
+    model = AutoModelForCausalLM.from_pretrained(zoo / "base", dtype=torch.float32)
+    rows = judge_rows(world, _jsonl(zoo / "pairs" / "train.jsonl"))
+    trainer = _train(SFTTrainer, SFTConfig, model, tok, rows, out, world.judge, world.seed, _lora(world.judge, "CAUSAL_LM"))
+    trainer.save_model(str(out))  # the adapter only: the judge is the frozen base + this
+    tok.save_pretrained(out)
+    shutil.rmtree(out / "_trainer", ignore_errors=True)
+
+
+def build_rm(world, out: Path, zoo: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from rewards.pnp_judge import cut
+
+    tok = AutoTokenizer.from_pretrained(zoo / "base")
+    model = AutoModelForSequenceClassification.from_pretrained(zoo / "base", num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    caps = world.pairs.max_chars
+    rows = [{"prompt": [{"role": "user", "content": cut(r["prompt"], caps.prompt, True)}],
+             "chosen": [{"role": "assistant", "content": cut(r["chosen"], caps.response)}],
+             "rejected": [{"role": "assistant", "content": cut(r["rejected"], caps.response)}]}
+            for r in _jsonl(zoo / "pairs" / "train.jsonl")]
+    trainer = _train(RewardTrainer, RewardConfig, model, tok, rows, out, world.rm, world.seed, _lora(world.rm, "SEQ_CLS"))
+    merged = trainer.model.merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    shutil.rmtree(out / "_trainer", ignore_errors=True)
