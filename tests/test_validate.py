@@ -86,5 +86,5 @@ def test_a_policy_from_another_worlds_zoo(tmp_path):
     [line] = problems(tmp_path, "task=smol_arith", "policy=smollm2_135m", "reward=rule", "policy.world=nope")
     assert line == "unknown world 'nope'; expected one of: arith, arith_small, smol"
     [line] = problems(tmp_path, "task=smol_arith", "policy=smollm2_135m", "reward=rule", "policy.artifact=rm_l")
-    assert line == "world 'smol' has no zoo artifact 'rm_l'; it has: base"
+    assert line == "world 'smol' has no zoo artifact 'rm_l'; it has: base, pairs, judge_lora, rm"
     validate(config(f"cache_dir={tmp_path / 'cache'}", "task=smol_arith", "policy=smollm2_135m", "reward=rule"))
