@@ -151,8 +151,7 @@ def kinds(cfg) -> tuple[str, ...]:
     return ("bon", "rl") if cfg.study.get("rl", True) else ("bon",)
 
 
-def gains(res_or_cfg) -> tuple[str, ...]:
-    rl = res_or_cfg["rl"] if isinstance(res_or_cfg, dict) else res_or_cfg.study.get("rl", True)
+def gains(rl: bool) -> tuple[str, ...]:
     return GAINS if rl else GAINS[:1]
 
 
@@ -179,7 +178,7 @@ def analyse(cfg: DictConfig, results: dict) -> dict:
     ss = seeds(cfg)
     rows = [row(s, results[("static", s, None)]["value"], [(results[("bon", s, k)], results.get(("rl", s, k))) for k in ss])
             for s in cfg.study.sources]
-    stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows]) for g in gains(cfg)}
+    stats = {g: correlations([r["static"] for r in rows], [r[g] for r in rows]) for g in gains("rl" in kinds(cfg))}
     return {"bench": cfg.study.bench, "rl": "rl" in kinds(cfg), "static_rows": cfg.study.get("static_rows"), "bon_n": cfg.study.bon.n, "rl_algo": cfg.algo.name, "rl_steps": cfg.algo.steps,
             "rl_kl": {"coef": cfg.algo.kl.coef, "placement": cfg.algo.kl.placement, "estimator": cfg.algo.kl.estimator},
             "world": cfg.world.name, "seeds": ss, "rows": rows, "correlations": stats,
@@ -193,7 +192,7 @@ def scatter(res: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = gains(res)
+    shown = gains(res.get("rl", True))
     fig, axes = plt.subplots(1, len(shown), figsize=(5.4 * len(shown), 4.6), squeeze=False)
     titles = (f"best-of-{res['bon_n']}", f"RL {res['rl_algo']}, final", f"RL {res['rl_algo']}, peak")
     for ax, gain, title in zip(axes[0], shown, titles):

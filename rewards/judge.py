@@ -22,6 +22,15 @@ def rubric(prompt: str, response: str) -> str:
     return TEMPLATE.replace("{prompt}", prompt).replace("{response}", response)
 
 
+def expected_score(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From [n, 10] probabilities of the digits 0-9 as the verdict's next token: (the expected digit
+    over the digits' mass / 9, 0 where that mass is under half: a parse failure; the parsed mask)."""
+    mass = probs.sum(-1)
+    ok = mass >= 0.5
+    expected = (probs * torch.arange(10)).sum(-1) / mass.clamp_min(1e-9) / 9
+    return torch.where(ok, expected, torch.zeros_like(expected)), ok
+
+
 def verdict(score: int) -> str:
     return json.dumps({"score": int(score)}, separators=(",", ":"))
 
@@ -51,12 +60,9 @@ class LoRAJudge:
             ids, attn, _ = pad_rollouts(chunk)
             logits = self.model(input_ids=ids, attention_mask=attn).logits
             last = attn.sum(1) - 1  # the position after '{"score":'
-            probs = logits[torch.arange(len(chunk)), last].float().softmax(-1)[:, self.digit_ids]
-            mass = probs.sum(-1)
-            expected = (probs * torch.arange(10)).sum(-1) / mass.clamp_min(1e-9) / 9
-            ok = mass >= 0.5
+            scores, ok = expected_score(logits[torch.arange(len(chunk)), last].float().softmax(-1)[:, self.digit_ids])
             self.parse_failures += int((~ok).sum())
-            out.extend(torch.where(ok, expected, torch.zeros_like(expected)).tolist())
+            out.extend(scores.tolist())
         self.scored += len(rollouts)
         return out
 

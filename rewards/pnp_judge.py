@@ -18,6 +18,8 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rewards.judge import expected_score
+
 CRITERIA = "correctness, safety, reasoning, factuality and clarity"
 RUBRICS = {
     "point": ("You are a reward model. Rate the assistant's response to the user's message for " + CRITERIA + ". "
@@ -145,12 +147,10 @@ class PnPJudge:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         probs = self.next_token_probs("point", [point_query(self._cut(p, "prompt"), self._cut(r, "response"))
                                                 for p, r in zip(prompts, responses)])
-        mass = probs.sum(-1)
-        ok = mass >= 0.5
-        expected = (probs * torch.arange(10)).sum(-1) / mass.clamp_min(1e-9) / 9
+        scores, ok = expected_score(probs)
         self.parse_failures["point"] += int((~ok).sum())
         self.scored["point"] += len(prompts)
-        return torch.where(ok, expected, torch.zeros_like(expected)).tolist()
+        return scores.tolist()
 
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[str | None]:
         probs = self.next_token_probs("pair", [pair_query(self._cut(p, "prompt"), self._cut(a, "response"),

@@ -19,10 +19,9 @@ HUMAN_PAIRS = "data/real/llmbar/processed_human_pairs.jsonl.gz"
 
 
 def bench_config(name: str):
-    path = REPO / "conf" / "bench" / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"unknown benchmark {name!r} (config key world.static.benches): no {path}")
-    return OmegaConf.load(path)
+    from analysis.study import conf_file
+
+    return OmegaConf.load(conf_file("bench", name))
 
 
 def bench_prompts(names) -> set[str]:

@@ -21,7 +21,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-SOURCES = ("worlds.smol.zoo", "worlds.smol.task", "worlds.smol.pairs", "worlds.arith.zoo", "rewards.pnp_judge", "rewards.rm")
+SOURCES = ("worlds.smol.zoo", "worlds.smol.task", "worlds.smol.pairs", "worlds.arith.zoo", "rewards.pnp_judge", "rewards.judge",
+           "rewards.rm")
 
 
 def artifacts(world) -> dict:
