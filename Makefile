@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo test test-slow bench gpu-check clean
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -37,3 +37,7 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
+
+# the smol world on one CUDA GPU (install with EXTRAS=gpu,dev): GRPO 20 steps + best-of-16, < 8 min; untested so far
+gpu-check: venv
+	$(PY) -m analysis.gpu_check

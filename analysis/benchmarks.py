@@ -6,6 +6,8 @@ Kinds (what the scorer in analysis/rewardbench.py expects):
   v2           id, prompt, chosen[], rejected[], num_correct, subset    (RewardBench 2; index 0 correct)
   one_vs_many  prompt, chosen[], rejected[], subset, id                 (RewardMATH)
   bon          prompt, completions[], correct[], subset, id             (best-of-n pick; correct: bools or float gold)
+A row may also carry `answer` (the GSM8K adapters: the reference's final answer), which a verifier
+reads as its item's reference.
   rm_bench     prompt, chosen[3], rejected[3], subset, id               (RM-Bench styles; subset = the
                record's `domain`, e.g. safety-refuse: scored in its domain, the part before '-')
 
@@ -132,19 +134,29 @@ def _gsm8k_solutions(rec, where):
     return out
 
 
+def _gsm8k_answer(truth: str, where: str) -> str:
+    """The reference answer: what follows the reference solution's last 'A: ' (a verifier's item answer)."""
+    cut = truth.rfind("A: ")
+    if cut < 0:
+        raise ValueError(f"{where}: field 'ground_truth' must end with 'A: <answer>'")
+    return truth[cut + 3:].strip()
+
+
 def gsm8k_1vn(rec, where, cfg):
     """The reference solution (ends 'A: <n>') against the model solutions graded wrong."""
     wrong = [s["solution"] for s in _gsm8k_solutions(rec, where) if not s["is_correct"]]
     if not wrong:
         raise Drop("no wrong model solution")
-    return {"prompt": _get(rec, "question", str, where), "chosen": [_get(rec, "ground_truth", str, where)],
-            "rejected": wrong, "subset": "gsm8k", "id": rec.get("id")}
+    truth = _get(rec, "ground_truth", str, where)
+    return {"prompt": _get(rec, "question", str, where), "chosen": [truth], "rejected": wrong,
+            "answer": _gsm8k_answer(truth, where), "subset": "gsm8k", "id": rec.get("id")}
 
 
 def gsm8k_bo4(rec, where, cfg):
     sols = _gsm8k_solutions(rec, where)
     return {"prompt": _get(rec, "question", str, where), "completions": [s["solution"] for s in sols],
-            "correct": [s["is_correct"] for s in sols], "subset": "gsm8k", "id": rec.get("id")}
+            "correct": [s["is_correct"] for s in sols], "answer": _gsm8k_answer(_get(rec, "ground_truth", str, where), where),
+            "subset": "gsm8k", "id": rec.get("id")}
 
 
 HH_TURN = "\n\nAssistant:"

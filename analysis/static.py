@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import hydra
 import numpy as np
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from analysis import rewardbench as rb
 from analysis.benchmarks import Bench, load
+from rewards import call_score
 from rl.logger import write_atomic
 
 
@@ -32,6 +34,12 @@ def _zoo_artifacts(cfg) -> list[str]:
     paths = cfg.bench.get("path") or []
     paths = [paths] if isinstance(paths, str) else list(paths)
     return zoo_artifacts(resolve(cfg.reward)) + (["data"] if any(str(p).startswith("zoo:") for p in paths) else [])
+
+
+@dataclass
+class Reference:
+    """A bench row's reference answer as a verifier reads an item's (None: the bench has none)."""
+    answer: str | None
 
 
 class Cutter:
@@ -50,7 +58,7 @@ class Cutter:
 
 
 def score_flat(source, prompts: list[str], responses: list[str], batch_size: int, batch_chars: int,
-               desc: str) -> list[float]:
+               desc: str, items: list | None = None) -> list[float]:
     """Scores in the input order, computed in length-sorted batches of at most `batch_size` texts
     and `batch_chars` characters (one longer text goes alone): attention memory grows with the
     square of the length, and real benchmark texts run to thousands of characters."""
@@ -67,7 +75,8 @@ def score_flat(source, prompts: list[str], responses: list[str], batch_size: int
             chars += n
             end += 1
         idx = order[start:end]
-        got = source.score([prompts[i] for i in idx], [responses[i] for i in idx])
+        got = call_score(source, [prompts[i] for i in idx], [responses[i] for i in idx],
+                         None if items is None else [items[i] for i in idx])
         if len(got) != len(idx):
             raise ValueError(f"reward source returned {len(got)} scores for {len(idx)} responses")
         for i, v in zip(idx, got):
@@ -136,13 +145,14 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
     cut = Cutter(cfg.max_chars.prompt, cfg.max_chars.response)
     flat, scores, result = [], None, None
     if hasattr(source, "score"):
-        flat_p, flat_r, sizes = [], [], []
+        flat_p, flat_r, sizes, items = [], [], [], []
         for row in bench.rows:
             comps = completions(bench, row)
             flat_p += [cut(row["prompt"], "prompt")] * len(comps)
             flat_r += [cut(c, "response") for c in comps]
             sizes.append(len(comps))
-        flat = score_flat(source, flat_p, flat_r, cfg.batch_size, cfg.batch_chars, f"{cfg.reward.name} on {bench.name}")
+            items += [Reference(row.get("answer"))] * len(comps)
+        flat = score_flat(source, flat_p, flat_r, cfg.batch_size, cfg.batch_chars, f"{cfg.reward.name} on {bench.name}", items)
         scores = rb.regroup(flat, sizes)
         result = aggregate(bench, scores)  # every scorer counts a row with a NaN score as wrong
     elif not cfg.get("judge_protocol"):

@@ -3,6 +3,7 @@ shipped real data set checked against an independent computation from the raw fi
 import hashlib
 import gzip
 import json
+import re
 import math
 import os
 import subprocess
@@ -313,6 +314,32 @@ def test_cli_gsm8k_one_vs_many_and_best_of_4(tmp_path):
     assert res["scores"]["accuracy"] == pytest.approx(np.mean(acc)) and res["scores"]["mrr"] == pytest.approx(np.mean(mrr))
     res = run_length(tmp_path / "bo4", "gsm8k_bo4")
     assert res["scores"]["accuracy"] == pytest.approx(np.mean(pick)) and res["scores"]["oracle"] == pytest.approx(np.mean(oracle))
+
+
+def test_cli_gsm8k_math_verifier_reads_the_reference_answer(tmp_path):
+    """A verifier on the GSM8K benches is given each row's reference (what follows the reference
+    solution's last 'A: ') and compares each solution's last number with it."""
+    def last(text):
+        nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)
+        return float(nums[-1].replace(",", "")) if nums else None
+
+    models = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+    acc, pick, n_rows = [], [], 0
+    for r in raw(DATA / "gsm8k" / "example_model_solutions.jsonl.gz"):
+        ref = float(r["ground_truth"].rsplit("A: ", 1)[1].replace(",", ""))
+        right = [last(r[m]["solution"]) == ref for m in models]
+        # best-of-4 by a 0/1 score: a uniform pick among the top, i.e. among the verified ones if any
+        top = [r[m]["is_correct"] for m, ok in zip(models, right) if ok == max(right)]
+        pick.append(sum(top) / len(top))
+        wrong = [ok for m, ok in zip(models, right) if not r[m]["is_correct"]]
+        if wrong:
+            acc.append(not any(wrong))  # the reference scores 1; a tie with a wrong solution is a loss
+    for bench, want in (("gsm8k_1vn", np.mean(acc)), ("gsm8k_bo4", np.mean(pick))):
+        out = static_cli(tmp_path / bench, "reward=math", "reward.extract=last_number", f"bench={bench}")
+        assert out.returncode == 0, out.stderr[-2000:]
+        res = json.loads((tmp_path / bench / "static.json").read_text())
+        assert res["scores"]["accuracy"] == pytest.approx(want), bench
+    assert np.mean(acc) > 0.99 and np.mean(pick) > 0.6  # near the ceiling: the verifier has the answer
 
 
 def test_cli_rm_bench(tmp_path):

@@ -150,7 +150,7 @@ def static_report(world, zoo: Path) -> dict:
         cfg.max_chars = OmegaConf.create(OmegaConf.to_container(world.static.max_chars))
         source = make_source(cfg.reward, zoo)
         out[name] = {}
-        for bench in world.static.benches:
+        for bench in world.static.get("benches_of", {}).get(name, world.static.benches):
             cfg.bench = compose("static", [f"bench={bench}"]).bench
             cfg.bench.limit = world.static.rows
             pairs = ADAPTERS[cfg.bench.format][0] == "pairs"
@@ -180,15 +180,15 @@ def format_info(info: dict) -> str:
 
 
 def static_table(static: dict) -> list[str]:
-    benches = list(next(iter(static.values())))
-    lines = ["  static accuracy (pointwise; judges also both orders / flip rate on pairs benches):",
+    benches = list(dict.fromkeys(b for res in static.values() for b in res))
+    lines = ["  static accuracy (pointwise; judges also both orders / flip rate on pairs benches; -: not scored):",
              f"  {'source':<18}" + "".join(f"{b:>14}" for b in benches)]
     for name, res in static.items():
-        lines.append(f"  {name:<18}" + "".join(f"{res[b]['accuracy']:>14.3f}" for b in benches))
-        if any("both_orders" in res[b] for b in benches):
+        lines.append(f"  {name:<18}" + "".join(f"{res[b]['accuracy']:>14.3f}" if b in res else f"{'-':>14}" for b in benches))
+        if any("both_orders" in r for r in res.values()):
             lines.append(f"  {'  both orders':<18}" + "".join(
                 f"{res[b]['both_orders']:>8.3f}/{res[b]['flip_rate'] if res[b]['flip_rate'] is not None else float('nan'):.2f}"
-                if "both_orders" in res[b] else f"{'':>14}" for b in benches))
+                if "both_orders" in res.get(b, {}) else f"{'':>14}" for b in benches))
     return lines
 
 
