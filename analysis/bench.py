@@ -1,4 +1,4 @@
-"""Rerunnable benchmarks. `python -m analysis.bench engines|algos [--repeats 3]`
+"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl [--repeats 3]`
 
 engines: tokens/s of the vLLM and HF engines on one sampling workload (16 prompts x 4 samples x
 128 tokens, temperature 1) for two model sizes, alternating the engines run by run and quoting
@@ -8,6 +8,18 @@ algos: gold gain per minute of each RL algorithm's default config on the default
 reward=gold (`python -m rl.run algo=X reward=gold`, each run a fresh process), the algorithms
 alternating order repeat by repeat; gain = final - initial eval gold (deterministic), minutes =
 the median wall time of the whole run (Ray and engine start, evaluations included).
+
+neighbour: the same short run (`python -m rl.run reward=gold algo=grpo algo.steps=20`) alone and
+beside one busy-loop process (`python3 -c "while True: pass"`: a core taken by someone else),
+alternating which goes first, medians of each run's median step time and of its phases;
+`neighbour_slowdown` = with / without.
+
+trl: our GRPO against TRL 1.16's GRPOTrainer (analysis/trl_grpo.py) on the same work (`--size tiny`:
+the arith world's base policy, 16 prompts x 8 samples, 24 tokens, lr 1e-4; `--size 135m`: SmolLM2-135M
+on smol_arith, 4 x 4, 24 tokens, lr 5e-6), beta 0, fp32, `--steps` steps, alternating which runs
+first: median s/step, completions/s, the process's wall time (start-up included) and the gold gain
+of each final model over the base on the eval prompts (one HF-engine evaluator for all);
+`ratio_vs_trl_<size>` = our completions/s over TRL's.
 """
 from __future__ import annotations
 
@@ -69,19 +81,12 @@ ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
 
 
 def bench_algos(repeats: int, algos: list[str], out_dir: str, overrides: list[str]) -> dict:
-    import subprocess
-    import sys
-
     runs = {a: [] for a in algos}
     for rep in range(repeats):
         for algo in algos if rep % 2 == 0 else algos[::-1]:
-            run_dir = os.path.join(out_dir, f"{algo}_{rep}")
-            cmd = [sys.executable, "-m", "rl.run", f"algo={algo}", "reward=gold", "checkpoint.every=0",
-                   f"hydra.run.dir={run_dir}", *overrides]
-            print(f"[{rep + 1}/{repeats}] {' '.join(cmd[2:])}", flush=True)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            with open(os.path.join(run_dir, "summary.json")) as f:
-                runs[algo].append(json.load(f))
+            args = [f"algo={algo}", "reward=gold", "checkpoint.every=0", *overrides]
+            print(f"[{rep + 1}/{repeats}] {' '.join(args)}", flush=True)
+            runs[algo].append(run_once(os.path.join(out_dir, f"{algo}_{rep}"), args))
     res = {}
     for algo, rs in runs.items():
         wall = statistics.median(r["wall_s"] for r in rs)
@@ -92,9 +97,135 @@ def bench_algos(repeats: int, algos: list[str], out_dir: str, overrides: list[st
     return res
 
 
+def run_once(run_dir: str, overrides: list[str], neighbour: bool = False) -> dict:
+    """One `python -m rl.run` process (beside a busy-loop process when `neighbour`): its summary, the
+    process's wall time and the median of each per-step perf metric."""
+    import subprocess
+    import sys
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour else None
+    try:
+        t0 = time.time()
+        subprocess.run([sys.executable, "-m", "rl.run", f"hydra.run.dir={run_dir}", *overrides], check=True,
+                       stdout=subprocess.DEVNULL)
+        process_s = time.time() - t0
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        steps = [r for r in map(json.loads, f) if "perf/step_s" in r]
+    phases = ("step_s", "gen_s", "reward_s", "learn_s", "sync_s")
+    return summary | {"process_s": process_s} | {k: statistics.median(r[f"perf/{k}"] for r in steps) for k in phases}
+
+
+TRL_WORLDS = {  # the work both sides do: our GRPO's overrides (the TRL side is given the same numbers)
+    "tiny": ["algo.prompts_per_step=16", "algo.samples_per_prompt=8", "algo.max_tokens=24", "algo.lr=1e-4"],
+    "135m": ["task=smol_arith", "policy=smollm2_135m", "algo.prompts_per_step=4", "algo.samples_per_prompt=4",
+             "algo.max_tokens=24", "algo.lr=5e-6"],
+}
+
+
+def gold_of(model_dir: str, cfg, items, gold) -> float:
+    """Mean gold of one sample per eval prompt at the eval temperature (HF engine, seeded): the same
+    evaluator for every model compared."""
+    from policies.engine import Sampling
+    from policies.hf_engine import HFEngine
+    from rewards import call_score
+
+    rs = HFEngine(model_dir, seed=cfg.seed).generate([it.engine_prompt for it in items], Sampling(
+        n=1, temperature=cfg.eval.temperature, max_tokens=cfg.algo.max_tokens, seed=cfg.seed))
+    scores = call_score(gold, [it.text for it in items], [r.text for r in rs], items)
+    return sum(scores) / len(scores)
+
+
+def bench_trl(repeats: int, size: str, steps: int, out_dir: str, overrides: list[str]) -> dict:
+    """Our GRPO (`python -m rl.run reward=gold algo=grpo`) against TRL's GRPOTrainer on the same model,
+    prompts (in the same order), reward, group, batch, max tokens, lr, beta 0 and fp32, alternating
+    which runs first; both final models' gold by one evaluator."""
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from policies.models import resolve_policy
+    from rewards import make_source, zoo_artifacts
+    from rl.validate import validate
+    from worlds import zoo
+
+    ours = ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", f"checkpoint.every={steps}",
+            *TRL_WORLDS[size], *overrides]
+    cfg = zoo.compose("config", ours)
+    checked = validate(cfg)
+    zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir, zoo_artifacts(checked.gold)) if zoo_artifacts(checked.gold) else None
+    base = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
+    a, task = cfg.algo, checked.task
+    prompts = [{"prompt": it.engine_prompt, "answer": it.answer} for step in range(steps)
+               for it in task.items("train", a.prompts_per_step, cfg.seed * 1_000_003 + step, distinct=False)]
+    spec = {"model": base, "prompts": prompts, "steps": steps, "prompts_per_step": a.prompts_per_step,
+            "samples_per_prompt": a.samples_per_prompt, "max_tokens": a.max_tokens, "lr": a.lr, "seed": cfg.seed,
+            "gold": OmegaConf.to_container(checked.gold, resolve=True), "zoo_dir": str(zoo_dir) if zoo_dir else None,
+            "threads": cfg.cluster.threads_per_actor}
+    runs = {"ours": [], "trl": []}
+    for rep in range(repeats):
+        for side in ("ours", "trl") if rep % 2 == 0 else ("trl", "ours"):
+            print(f"[{rep + 1}/{repeats}] {side}", flush=True)
+            run_dir = os.path.join(out_dir, f"{size}_{side}_{rep}")
+            if side == "ours":
+                r = run_once(run_dir, ours)
+                r["model"] = os.path.join(run_dir, "checkpoints", f"step_{steps:06d}", "policy")
+            else:
+                os.makedirs(run_dir, exist_ok=True)
+                path = os.path.join(run_dir, "spec.json")
+                with open(path, "w") as f:
+                    json.dump(spec | {"out": os.path.join(run_dir, "model"), "result": os.path.join(run_dir, "trl.json")}, f)
+                t0 = time.time()
+                subprocess.run([sys.executable, "-m", "analysis.trl_grpo", path], check=True, stdout=subprocess.DEVNULL)
+                with open(os.path.join(run_dir, "trl.json")) as f:
+                    r = json.load(f)
+                r |= {"process_s": time.time() - t0, "step_s": statistics.median(r["step_s"]),
+                      "model": os.path.join(run_dir, "model")}
+            runs[side].append(r)
+    gold = make_source(checked.gold, zoo_dir)
+    items = task.items("eval", cfg.eval.prompts, cfg.seed)
+    res = {"work": ours, "gold_base": gold_of(base, cfg, items, gold)}
+    per_step = a.prompts_per_step * a.samples_per_prompt
+    for side, rs in runs.items():
+        gains = [gold_of(r["model"], cfg, items, gold) - res["gold_base"] for r in rs]
+        step = statistics.median(r["step_s"] for r in rs)
+        res[side] = {"step_s": step, "completions_per_s": per_step / step, "gold_gain": statistics.median(gains),
+                     "gold_gains": gains, "process_s": statistics.median(r["process_s"] for r in rs),
+                     "step_s_runs": [r["step_s"] for r in rs]}
+        if side == "ours":
+            res[side] |= {k: statistics.median(r[k] for r in rs) for k in ("gen_s", "reward_s", "learn_s", "sync_s")}
+    res["ratio_vs_trl"] = res["ours"]["completions_per_s"] / res["trl"]["completions_per_s"]
+    return res
+
+
+NEIGHBOUR_RUN = ["reward=gold", "algo=grpo", "algo.steps=20", "checkpoint.every=0"]
+
+
+def bench_neighbour(repeats: int, out_dir: str, overrides: list[str]) -> dict:
+    runs = {"alone": [], "neighbour": []}
+    for rep in range(repeats):
+        for which in ("alone", "neighbour") if rep % 2 == 0 else ("neighbour", "alone"):
+            print(f"[{rep + 1}/{repeats}] {which}", flush=True)
+            runs[which].append(run_once(os.path.join(out_dir, f"{which}_{rep}"), NEIGHBOUR_RUN + overrides,
+                                        which == "neighbour"))
+    res = {w: {k: statistics.median(r[k] for r in rs) for k in ("step_s", "gen_s", "reward_s", "learn_s", "sync_s", "wall_s")}
+           for w, rs in runs.items()}
+    res["runs"] = runs
+    res["neighbour_slowdown"] = res["neighbour"]["step_s"] / res["alone"]["step_s"]
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis.bench")
-    ap.add_argument("what", choices=["engines", "algos"])
+    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl"])
+    ap.add_argument("--size", default="tiny", choices=list(TRL_WORLDS), help="trl: the arith world's policy or SmolLM2-135M")
+    ap.add_argument("--steps", type=int, default=60, help="trl: steps per run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
@@ -103,9 +234,36 @@ def main(argv=None):
     ap.add_argument("--cache-dir", default=os.environ.get("RLHF_TESTBED_CACHE", os.path.expanduser("~/.cache/rlhf-testbed")))
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--algos", default=",".join(ALGOS), help="algos: comma-separated algorithm names")
-    ap.add_argument("--out-dir", default="outputs/bench_algos", help="algos: where the runs go")
-    ap.add_argument("overrides", nargs="*", help="algos: extra rl.run overrides for every run")
+    ap.add_argument("--out-dir", default=None, help="algos, neighbour: where the runs go (default outputs/bench_<what>)")
+    ap.add_argument("overrides", nargs="*", help="algos, neighbour: extra rl.run overrides for every run")
     a = ap.parse_args(argv)
+    a.out_dir = a.out_dir or f"outputs/bench_{a.what}"
+    if a.what == "trl":
+        res = bench_trl(a.repeats, a.size, a.steps, a.out_dir, a.overrides)
+        print(f"{' '.join(res['work'])}; median of {a.repeats} alternating runs each; gold gain on "
+              f"the eval prompts by one evaluator (base {res['gold_base']:.3f})")
+        print(f"{'':<6}{'s/step':>9}{'compl/s':>9}{'gain':>8}{'process s':>11}")
+        for side in ("ours", "trl"):
+            r = res[side]
+            print(f"{side:<6}{r['step_s']:>9.3f}{r['completions_per_s']:>9.1f}{r['gold_gain']:>8.3f}{r['process_s']:>11.1f}")
+        print(f"ours by phase (s): gen {res['ours']['gen_s']:.3f}, reward {res['ours']['reward_s']:.3f}, "
+              f"learn {res['ours']['learn_s']:.3f}, sync {res['ours']['sync_s']:.3f}")
+        print(f"ratio_vs_trl_{a.size}={res['ratio_vs_trl']:.2f}")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=2)
+        return
+    if a.what == "neighbour":
+        res = bench_neighbour(a.repeats, a.out_dir, a.overrides)
+        print(f"{' '.join(NEIGHBOUR_RUN + a.overrides)}; median of {a.repeats} alternating runs each (seconds)")
+        print(f"{'':<10}" + "".join(f"{k:>10}" for k in res["alone"]))
+        for w in ("alone", "neighbour"):
+            print(f"{w:<10}" + "".join(f"{v:>10.3f}" for v in res[w].values()))
+        print(f"neighbour_slowdown={res['neighbour_slowdown']:.2f}")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=2)
+        return
     if a.what == "algos":
         res = bench_algos(a.repeats, a.algos.split(","), a.out_dir, a.overrides)
         print(f"reward=gold, default world, each algorithm's default config; median of {a.repeats} alternating runs")

@@ -51,9 +51,12 @@ class EngineClient:
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Rollout]:
         return self._get(self.actor.generate.remote(list(prompts), sampling), "generate")
 
-    def load_weights(self, state_dict: dict) -> float:
-        return self._get(self.actor.load_weights.remote({k: v.detach().cpu() for k, v in state_dict.items()}),
-                         "load_weights")
+    def load_weights(self, state_dict) -> float:
+        """`state_dict`: tensors, or a Ray object ref to them (a learner's `state_dict.remote()`: the
+        weights then go from the learner to the engine through the object store, not through this process)."""
+        if not isinstance(state_dict, ray.ObjectRef):
+            state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
+        return self._get(self.actor.load_weights.remote(state_dict), "load_weights")
 
     def close(self) -> None:
         ray.kill(self.actor)

@@ -269,7 +269,7 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
         ckpt, state = resume
         call(learner.load_checkpoint.remote(ckpt), "learner", timeout)
         start, first = state["step"], state["first_eval"]
-        engine.load_weights(call(learner.state_dict.remote(), "learner", timeout))
+        engine.load_weights(learner.state_dict.remote())
         log.truncate(start)
         print(f"resumed from {ckpt} at step {start}")
     else:
@@ -289,7 +289,7 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
         check_gap(m["sync/logprob_diff"], m["sync/logprob_diff_max"], m.pop("sync/tokens"), cfg.engine.sync_tolerance,
                   f"on step {step}'s sampled tokens")
         t3 = time.time()
-        sync_s = engine.load_weights(call(learner.state_dict.remote(), "learner", timeout))
+        sync_s = engine.load_weights(learner.state_dict.remote())
         t4 = time.time()
         tokens = sum(len(r.completion_ids) for r in rs)
         m.update({"reward/proxy": _mean(proxy), "reward/gold": _mean(gold),
@@ -300,7 +300,8 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
             last = _evaluate(ctx, learner, eval_items, timeout, run_dir, step + 1)
             m.update(last)
         log.log(step + 1, m)
-        bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}", kl=f"{m['kl/k1']:.2f}")
+        bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}",
+                        **({"kl": f"{m['kl/k1']:.2f}"} if "kl/k1" in m else {}))
         if cfg.checkpoint.every and ((step + 1) % cfg.checkpoint.every == 0 or step + 1 == a.steps):
             _save_checkpoint(run_dir, step + 1, learner, {"step": step + 1, "first_eval": first,
                                                           "data_position": (step + 1) * a.prompts_per_step},

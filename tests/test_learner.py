@@ -43,26 +43,63 @@ def hand_logprobs(model, rollout, temperature):
     return torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(rollout.completion_ids)[:, None])[:, 0]
 
 
-def test_learner_logprobs_are_the_sampling_distributions(peaked_model):
-    """At T = 0.7: old and ref log-probs are log softmax(logits / 0.7) (checked against a plain
-    forward), the sync check's are the engine's T = 1 numbers, the first minibatch's ratio is 1 and
-    the KL to the reference at step 0 is 0."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_learner_logprobs_are_the_sampling_distributions(peaked_model, fused):
+    """At T = 0.7: old log-probs are log softmax(logits / 0.7) (checked against a plain forward),
+    the sync check's are the engine's T = 1 numbers, the first minibatch's ratio is 1 and the KL to
+    the reference at step 0 is 0. Fused (the default GRPO step: one update pass, beta 0): the update's
+    own forward fills them and no reference pass runs; not fused (two epochs, beta 0.1 in the
+    reward): a pass before the update, and the reference's."""
     T = 0.7
-    learner = Learner(peaked_model, algo_cfg(f"algo.temperature={T}"))
+    extra = [] if fused else ["algo.epochs=2", "algo.kl.coef=0.1", "algo.kl.placement=reward", "algo.kl.estimator=k1"]
+    learner = Learner(peaked_model, algo_cfg(f"algo.temperature={T}", *extra))
     engine = make_engine("hf", peaked_model)
     rs = engine.generate(PROMPTS, Sampling(n=4, temperature=T, max_tokens=6, seed=0))
-    b = common.prepare(learner, rs, [float(i % 2) for i in range(len(rs))])
+    rewards = [float(i % 2) for i in range(len(rs))]
+    b = common.prepare(learner, rs, rewards)
+    assert b.fused == fused and (b.ref is None) == fused
     model = AutoModelForCausalLM.from_pretrained(peaked_model, dtype=torch.float32).eval()
+    if fused:
+        assert b.old.abs().max() == 0  # nothing computed before the update
+        adv = torch.tensor(rewards) - 0.5
+        stats = common.policy_update(learner, b, adv, b.mask.float())
+        assert stats["policy/clipfrac"] == 0 and stats["policy/approx_kl"] == 0  # ratio exactly 1
+        assert "kl/k1" not in common.metrics(b, adv)
+    else:
+        with torch.no_grad():
+            logp, _ = common._logprobs(learner.policy, b.ids, b.attn, T)
+        assert torch.exp(logp - b.old)[b.mask].sub(1).abs().max() < 1e-5  # first minibatch: ratio 1
+        assert b.kl.abs().max() == 0 and common.metrics(b, torch.zeros(len(rs)))["kl/k1"] == 0
     for i, r in enumerate(rs):
         assert torch.allclose(b.old[i][b.mask[i]], hand_logprobs(model, r, T), atol=1e-5)
         assert torch.allclose(b.raw[i][b.mask[i]], hand_logprobs(model, r, 1.0), atol=1e-5)
         assert torch.allclose(b.raw[i][b.mask[i]], torch.tensor(r.logprobs), atol=1e-4)  # the engine's T = 1
         assert not torch.allclose(b.old[i][b.mask[i]], b.raw[i][b.mask[i]], atol=1e-3)  # T matters here
-    with torch.no_grad():
-        logp, _ = common._logprobs(learner.policy, b.ids, b.attn, T)
-    assert torch.exp(logp - b.old)[b.mask].sub(1).abs().max() < 1e-5  # first minibatch: ratio 1
-    assert b.kl.abs().max() == 0
-    assert learner.kl_to_ref(rs, T) == [0.0] * len(rs)
+        assert b.entropy[i][b.mask[i]].min() > 0
+    if not fused:
+        assert learner.kl_to_ref(rs, T) == [0.0] * len(rs)
+
+
+def test_fused_update_equals_the_two_pass_update(peaked_model):
+    """The same GRPO step fused (the update's forward gives the old log-probs) and not (beta 0.1 in the
+    reward forces a pass before the update; the advantages here are given, so the objective is the
+    same): the same loss, old / raw log-probs, entropies and weights after the step, to float32 rounding."""
+    rs = make_engine("hf", peaked_model).generate(PROMPTS, Sampling(n=4, max_tokens=6, seed=1))
+    rewards = [float(i % 3 == 0) for i in range(len(rs))]
+    adv = torch.tensor(rewards) - torch.tensor(rewards).mean()
+    out = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        learner = Learner(peaked_model, algo_cfg(*([] if fused else ["algo.kl.coef=0.1", "algo.kl.placement=reward",
+                                                                      "algo.kl.estimator=k1"])))
+        b = common.prepare(learner, rs, rewards)
+        assert b.fused == fused
+        stats = common.policy_update(learner, b, adv, b.mask.float())
+        out[fused] = (stats["policy/loss"], b.old.clone(), b.raw.clone(), b.entropy.clone(),
+                      torch.cat([p.detach().flatten() for p in learner.policy.parameters()]))
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-5)
+    for x, y in zip(out[True][1:], out[False][1:]):
+        assert torch.allclose(x, y, atol=1e-5)
 
 
 def test_engine_samples_the_distribution_the_learner_scores(peaked_model):
@@ -76,7 +113,7 @@ def test_engine_samples_the_distribution_the_learner_scores(peaked_model):
         engine.close()
     first = [r.completion_ids[0] for r in rs]
     top = max(set(first), key=first.count)
-    learner = Learner(peaked_model, algo_cfg(f"algo.temperature={T}"))
+    learner = Learner(peaked_model, algo_cfg(f"algo.temperature={T}", "algo.epochs=2"))  # old from a pass of its own
     r = next(x for x in rs if x.completion_ids[0] == top)
     b = common.prepare(learner, [r], [0.0])
     p_T, p_1 = b.old[0][b.mask[0]][0].exp().item(), b.raw[0][b.mask[0]][0].exp().item()
@@ -91,7 +128,7 @@ def test_learner_forward_has_dropout_off(tmp_path):
     path = random_model(tmp_path / "m", "tiny", seed=0)
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps(config | {"attention_dropout": 0.5}))
-    learner = Learner(str(path), algo_cfg())
+    learner = Learner(str(path), algo_cfg("algo.epochs=2"))  # old log-probs from a pass of their own
     rs = make_engine("hf", str(path)).generate(PROMPTS, Sampling(n=2, max_tokens=6, seed=0))
     b = common.prepare(learner, rs, [0.0, 1.0] * 2)
     with torch.no_grad():

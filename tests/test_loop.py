@@ -48,7 +48,8 @@ def scalars(run_dir):
 def test_grpo_runs_with_every_reward_source(reward, tmp_path):
     summary = run(config(*SMALL, f"reward={reward}"), str(tmp_path))
     tb = scalars(tmp_path)
-    for tag in ("reward/proxy", "reward/gold", "kl/k1", "kl/k3", "policy/clipfrac", "policy/entropy",
+    assert "kl/k1" not in tb and "kl/k3" not in tb  # beta 0: no reference pass in the step (eval/kl measures it)
+    for tag in ("reward/proxy", "reward/gold", "eval/kl", "policy/clipfrac", "policy/entropy",
                 "response/length", "sync/logprob_diff", "perf/step_s", "perf/tokens_per_s", "perf/gen_s",
                 "perf/learn_s", "perf/sync_s", "eval/reward_gold"):
         assert tag in tb, tag

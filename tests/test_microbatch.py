@@ -78,7 +78,8 @@ def test_micro_batches_accumulate_the_minibatch_gradient(model_path, agg):
     assert m_full["grpo/zero_var_groups"] == 0.5
     assert max((full[k] - micro[k]).abs().max().item() for k in full) < 1e-5
     assert max(g.abs().max().item() for g in full.values()) > 1e-3  # there is a gradient to compare
-    for k in ("policy/loss", "policy/clipfrac", "policy/approx_kl", "policy/grad_norm", "policy/entropy", "kl/k3"):
+    for k in ("policy/loss", "policy/clipfrac", "policy/approx_kl", "policy/grad_norm", "policy/entropy", "kl/k3",
+              "sync/logprob_diff"):
         assert m_micro[k] == pytest.approx(m_full[k], rel=1e-4, abs=1e-6), k
 
 

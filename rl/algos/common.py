@@ -2,6 +2,14 @@
 KL to the reference (where it goes, by config), and the clipped policy update over epochs x
 minibatches. The algorithm files differ only in how they turn rewards into advantages.
 
+What the learner computes per step is only what the config needs (as TRL and verl do):
+- one update pass (`epochs: 1`, one minibatch of the whole batch, no KL in the reward, no TIS): the
+  "old" log-probs are the update forward's own (before the optimizer step they are the sampling
+  policy's; ratio = 1 exactly), so no separate no-grad pass; the sync check and the entropy come
+  from that forward too. Otherwise a no-grad pass before the update gives them.
+- the reference pass only when beta > 0 (or an adaptive beta) or `algo.kl.log_every_step`: then
+  kl/k1 and kl/k3 are logged every step; otherwise the KL is measured at evaluation (eval/kl).
+
 Log-probs for the update (ratios, KL, entropy) are those of the sampling distribution,
 softmax(logits / algo.temperature), as TRL, verl and OpenRLHF compute them; the check against the
 engine uses temperature-1 log-probs (the engine reports those, vLLM's raw_logprobs).
@@ -52,10 +60,11 @@ class Batch:
     engine_lp: torch.Tensor  # (B, T-1) the engine's log-probs of the sampled tokens (temperature 1)
     raw: torch.Tensor        # (B, T-1) the learner's, temperature 1: the sync check and TIS compare these
     old: torch.Tensor        # (B, T-1) the learner's at the sampling temperature, before the update
-    ref: torch.Tensor        # (B, T-1) the reference's at the sampling temperature
+    ref: torch.Tensor | None  # (B, T-1) the reference's at the sampling temperature (None: not needed)
     entropy: torch.Tensor    # (B, T-1)
-    kl: torch.Tensor         # (B, T-1) the configured KL estimate of old vs ref, 0 off the mask
+    kl: torch.Tensor         # (B, T-1) the configured KL estimate of old vs ref, 0 off the mask (and without ref)
     scores: torch.Tensor     # (B,) the reward source's scores
+    fused: bool = False      # raw, old, entropy are filled by the update's own forward (single_pass)
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
@@ -148,10 +157,27 @@ def prepare(learner, rollouts, rewards: list[float]) -> Batch:
         engine[b][mask[b]] = torch.tensor(r.logprobs, dtype=torch.float32)
     cfg = learner.cfg
     micro, chunk = cfg.get("micro_batch"), logprob_chunk(cfg)
-    old, raw, entropy = _forward(learner.policy, ids, attn, cfg.temperature, micro, chunk)
-    ref, _, _ = _forward(learner.ref, ids, attn, cfg.temperature, micro, chunk)
-    kl = L.kl_estimate(old, ref, learner.cfg.kl.estimator) * mask
-    return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32))
+    fused = single_pass(learner, len(rollouts))
+    if fused:
+        old, raw, entropy = (torch.zeros(mask.shape) for _ in range(3))
+    else:
+        old, raw, entropy = _forward(learner.policy, ids, attn, cfg.temperature, micro, chunk)
+    ref = _forward(learner.ref, ids, attn, cfg.temperature, micro, chunk)[0] if needs_ref(learner) else None
+    kl = L.kl_estimate(old, ref, cfg.kl.estimator) * mask if ref is not None and not fused else torch.zeros(mask.shape)
+    return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32), fused)
+
+
+def needs_ref(learner) -> bool:
+    """The reference's log-probs are computed on the step's batch: beta > 0, an adaptive beta, or asked for."""
+    kl = learner.cfg.kl
+    return learner.kl_coef > 0 or kl.controller == "adaptive" or bool(kl.get("log_every_step"))
+
+
+def single_pass(learner, n: int) -> bool:
+    """One optimizer step over the whole batch with nothing needing the old log-probs before it: the
+    update's forward gives them (ratio = 1)."""
+    cfg = learner.cfg
+    return cfg.epochs == 1 and cfg.minibatch >= n and reward_beta(learner) == 0 and not cfg.get("tis_cap")
 
 
 def logprob_chunk(cfg) -> int:
@@ -189,6 +215,8 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
         for mb in torch.randperm(len(b.ids)).split(cfg.minibatch):
             m = loss_mask[mb]
             if m.sum() == 0:
+                if b.fused:
+                    _fill(learner, b, mb)
                 continue
             # the minibatch's loss is a sum of micro-batch terms, each its numerator over the whole
             # minibatch's denominator, so the accumulated gradient is exactly the minibatch's
@@ -197,10 +225,18 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
             loss = kl_sum = clipped_sum = 0.0
             for mu in mb.split(cfg.get("micro_batch") or len(mb)):
                 if loss_mask[mu].sum() == 0:
+                    if b.fused:
+                        _fill(learner, b, mu)
                     continue  # nothing in it counts: no gradient, no statistics
                 t = _width(b.attn[mu]) - 1
                 mu_mask = loss_mask[mu, :t].to(dev)
-                logp, entropy = _logprobs(policy, b.ids[mu, : t + 1], b.attn[mu, : t + 1], cfg.temperature, chunk)
+                x = b.ids[mu, : t + 1].to(dev)
+                logits = policy(input_ids=x, attention_mask=b.attn[mu, : t + 1].to(dev)).logits
+                logp, entropy = token_logprobs_entropy(logits, x, cfg.temperature, chunk)
+                if b.fused:  # this forward is the sampling policy's (no step taken yet)
+                    with torch.no_grad():
+                        raw = logp if cfg.temperature == 1 else token_logprobs_entropy(logits, x, 1.0, chunk)[0]
+                    b.old[mu, :t], b.raw[mu, :t], b.entropy[mu, :t] = logp.detach().cpu(), raw.cpu(), entropy.detach().cpu()
                 old = b.old[mu, :t].to(dev)
                 kl_sum += (L.kl_estimate(old, logp.detach(), "k3") * mu_mask).sum().item()
                 adv_mu = (adv[mu] if adv.dim() == 1 else adv[mu, :t]).to(dev)
@@ -235,17 +271,26 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
     return out | {"policy/updates": float(len(stats["loss"])), "policy/early_stopped": float(stopped)}
 
 
+def _fill(learner, b: Batch, idx: torch.Tensor) -> None:
+    """raw, old, entropy of sequences the fused update pass does not run (nothing of theirs in the loss)."""
+    cfg = learner.cfg
+    old, raw, entropy = _forward(learner.policy, b.ids[idx], b.attn[idx], cfg.temperature, cfg.get("micro_batch"),
+                                 logprob_chunk(cfg))
+    b.old[idx], b.raw[idx], b.entropy[idx] = old, raw, entropy
+
+
 def metrics(b: Batch, adv: torch.Tensor) -> dict:
-    """What every algorithm logs besides its update statistics."""
-    k1 = (L.kl_estimate(b.old, b.ref, "k1") * b.mask).sum(1)
-    k3 = (L.kl_estimate(b.old, b.ref, "k3") * b.mask).sum(1)
+    """What every algorithm logs besides its update statistics (the KL to the reference when it was computed)."""
     diff = (b.raw - b.engine_lp).abs()[b.mask]
     adv_tok = adv[:, None].expand_as(b.mask) if adv.dim() == 1 else adv
-    return {"policy/entropy": L.masked_mean(b.entropy, b.mask).item(),
-            "policy/advantage_abs": L.masked_mean(adv_tok.abs(), b.mask).item(),
-            "kl/k1": k1.mean().item(), "kl/k3": k3.mean().item(),
-            "sync/logprob_diff": diff.mean().item(), "sync/logprob_diff_max": diff.max().item(),
-            "sync/tokens": diff.numel()}
+    out = {"policy/entropy": L.masked_mean(b.entropy, b.mask).item(),
+           "policy/advantage_abs": L.masked_mean(adv_tok.abs(), b.mask).item(),
+           "sync/logprob_diff": diff.mean().item(), "sync/logprob_diff_max": diff.max().item(),
+           "sync/tokens": diff.numel()}
+    if b.ref is not None:
+        out["kl/k1"] = (L.kl_estimate(b.old, b.ref, "k1") * b.mask).sum(1).mean().item()
+        out["kl/k3"] = (L.kl_estimate(b.old, b.ref, "k3") * b.mask).sum(1).mean().item()
+    return out
 
 
 def mean(xs) -> float:
