@@ -236,7 +236,7 @@ def main(argv=None):
     ap.add_argument("--algos", default=",".join(ALGOS), help="algos: comma-separated algorithm names")
     ap.add_argument("--out-dir", default=None, help="algos, neighbour: where the runs go (default outputs/bench_<what>)")
     ap.add_argument("overrides", nargs="*", help="algos, neighbour: extra rl.run overrides for every run")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)  # rl.run overrides may follow the options
     a.out_dir = a.out_dir or f"outputs/bench_{a.what}"
     if a.what == "trl":
         res = bench_trl(a.repeats, a.size, a.steps, a.out_dir, a.overrides)

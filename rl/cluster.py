@@ -12,10 +12,22 @@ def init_ray(cfg) -> None:
         return
     # Workers must import the project's packages however the driver was started.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))} | omp_env(cfg)
     if cfg.address:
         ray.init(address=cfg.address, runtime_env={"env_vars": env}, log_to_driver=cfg.log_to_driver)
     else:
         ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False,
                  object_store_memory=int(cfg.object_store_gib * 2**30), runtime_env={"env_vars": env},
                  log_to_driver=cfg.log_to_driver)
+
+
+def omp_env(cfg) -> dict:
+    """How long an idle OpenMP thread spins before it sleeps (`cluster.omp_spincount`, GNU libgomp's
+    GOMP_SPINCOUNT, which torch's CPU build uses). libgomp's default spins ~300,000 iterations after each
+    parallel region: free when every core is the process's, but with one core taken by another process
+    the spinning thread holds its core while its partner waits for a time slice on the busy one, and
+    every op waits for both (measured: a learner step 11x slower beside one busy loop). A short spin
+    keeps most of the speed alone and yields the core soon when it is shared (BENCHMARKS.md).
+    null: the library's default."""
+    n = cfg.get("omp_spincount")
+    return {} if n is None else {"GOMP_SPINCOUNT": str(int(n))}

@@ -59,3 +59,15 @@ def test_engine_actor_reports_errors_from_inside(ray_local, echo_model):
 def test_engine_actor_bad_path_fails_before_starting(ray_local, tmp_path):
     with pytest.raises(EngineError, match="does not exist"):
         EngineClient("vllm", str(tmp_path / "missing"))
+
+
+def test_workers_get_the_openmp_spin_count(ray_local):
+    """cluster.omp_spincount reaches every Ray worker's environment as GNU OpenMP's GOMP_SPINCOUNT
+    (read when the worker's libgomp starts: it cannot be changed from inside a running actor)."""
+    @ray.remote
+    def env():
+        import os
+
+        return os.environ.get("GOMP_SPINCOUNT")
+
+    assert CONF.omp_spincount == 2000 and ray.get(env.remote()) == "2000"
