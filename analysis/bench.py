@@ -1,4 +1,4 @@
-"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl [--repeats 3]`
+"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor [--repeats 3]`
 
 engines: tokens/s of the vLLM and HF engines on one sampling workload (16 prompts x 4 samples x
 128 tokens, temperature 1) for two model sizes, alternating the engines run by run and quoting
@@ -20,6 +20,10 @@ on smol_arith, 4 x 4, 24 tokens, lr 5e-6), beta 0, fp32, `--steps` steps, altern
 first: median s/step, completions/s, the process's wall time (start-up included) and the gold gain
 of each final model over the base on the eval prompts (one HF-engine evaluator for all);
 `ratio_vs_trl_<size>` = our completions/s over TRL's.
+
+floor: our GRPO step on that work against its floor: the engine alone generating the same prompts x
+samples + one bare forward, backward and optimizer step of the policy over what it generated;
+`loop_over_floor` = our median step / the floor's, and each phase's share of our step.
 """
 from __future__ import annotations
 
@@ -141,6 +145,63 @@ def gold_of(model_dir: str, cfg, items, gold) -> float:
     return sum(scores) / len(scores)
 
 
+def bench_floor(repeats: int, size: str, steps: int, out_dir: str, overrides: list[str]) -> dict:
+    """Our GRPO step against its floor on the same work: the engine generating the same prompts x
+    samples alone (in this process) + one bare forward, backward and AdamW step of the policy over the
+    generated sequences. Runs and floor measurements alternate; medians."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from policies.engine import Sampling, make_engine
+    from policies.logprobs import pad_rollouts
+    from policies.models import resolve_policy
+    from rl.algos.common import token_logprobs_entropy
+    from rl.validate import validate
+    from worlds import zoo
+
+    ours = ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", "checkpoint.every=0",
+            *TRL_WORLDS[size], *overrides]
+    cfg = zoo.compose("config", ours)
+    task, a = validate(cfg).task, cfg.algo
+    base = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
+    engine = make_engine(cfg.engine.name, base, dtype="float32", max_model_len=cfg.engine.max_model_len)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # the work of a step, not its effect
+    batches = [[it.engine_prompt for it in task.items("train", a.prompts_per_step, cfg.seed * 1_000_003 + t,
+                                                          distinct=False)] for t in range(steps)]
+
+    def floor_step(t: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        rs = engine.generate(batches[t], Sampling(n=a.samples_per_prompt, temperature=a.temperature,
+                                                  max_tokens=a.max_tokens, seed=t))
+        t1 = time.perf_counter()
+        ids, attn, mask = pad_rollouts(rs)
+        logp, _ = token_logprobs_entropy(model(input_ids=ids, attention_mask=attn).logits, ids)
+        (-(logp * mask).sum() / mask.sum()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return t1 - t0, time.perf_counter() - t1
+
+    floor_step(0)  # warm-up, not timed
+    loops, gens, learns = [], [], []
+    for rep in range(repeats):
+        for side in ("loop", "floor") if rep % 2 == 0 else ("floor", "loop"):
+            print(f"[{rep + 1}/{repeats}] {side}", flush=True)
+            if side == "loop":
+                loops.append(run_once(os.path.join(out_dir, f"{size}_{rep}"), ours))
+            else:
+                for t in range(steps):
+                    g, l = floor_step(t)
+                    gens.append(g)
+                    learns.append(l)
+    res = {"work": ours, "floor": {"gen_s": statistics.median(gens), "fwd_bwd_s": statistics.median(learns)}}
+    res["floor"]["step_s"] = res["floor"]["gen_s"] + res["floor"]["fwd_bwd_s"]
+    res["loop"] = {k: statistics.median(r[k] for r in loops) for k in ("step_s", "gen_s", "reward_s", "learn_s", "sync_s")}
+    res["share"] = {k: res["loop"][k] / res["loop"]["step_s"] for k in ("gen_s", "reward_s", "learn_s", "sync_s")}
+    res["loop_over_floor"] = res["loop"]["step_s"] / res["floor"]["step_s"]
+    return res
+
+
 def bench_trl(repeats: int, size: str, steps: int, out_dir: str, overrides: list[str]) -> dict:
     """Our GRPO (`python -m rl.run reward=gold algo=grpo`) against TRL's GRPOTrainer on the same model,
     prompts (in the same order), reward, group, batch, max tokens, lr, beta 0 and fp32, alternating
@@ -223,9 +284,9 @@ def bench_neighbour(repeats: int, out_dir: str, overrides: list[str]) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis.bench")
-    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl"])
-    ap.add_argument("--size", default="tiny", choices=list(TRL_WORLDS), help="trl: the arith world's policy or SmolLM2-135M")
-    ap.add_argument("--steps", type=int, default=60, help="trl: steps per run")
+    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor"])
+    ap.add_argument("--size", default="tiny", choices=list(TRL_WORLDS), help="trl, floor: the arith world's policy or SmolLM2-135M")
+    ap.add_argument("--steps", type=int, default=60, help="trl, floor: steps per run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
@@ -252,6 +313,18 @@ def main(argv=None):
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(res, f, indent=2)
+        return
+    if a.what == "floor":
+        res = bench_floor(a.repeats, a.size, a.steps, a.out_dir, a.overrides)
+        f, lp = res["floor"], res["loop"]
+        print(f"{' '.join(res['work'])}; medians over {a.repeats} alternating repeats (seconds per step)")
+        print(f"floor: generation {f['gen_s']:.3f} + forward/backward/step {f['fwd_bwd_s']:.3f} = {f['step_s']:.3f}")
+        print(f"loop:  {lp['step_s']:.3f} = " + ", ".join(f"{k[:-2]} {lp[k]:.3f} ({res['share'][k]:.0%})"
+                                                    for k in ("gen_s", "reward_s", "learn_s", "sync_s")))
+        print(f"loop_over_floor={res['loop_over_floor']:.2f}")
+        if a.json:
+            with open(a.json, "w") as f_:
+                json.dump(res, f_, indent=2)
         return
     if a.what == "neighbour":
         res = bench_neighbour(a.repeats, a.out_dir, a.overrides)
