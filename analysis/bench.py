@@ -121,8 +121,10 @@ def run_once(run_dir: str, overrides: list[str], neighbour: bool = False) -> dic
         summary = json.load(f)
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         steps = [r for r in map(json.loads, f) if "perf/step_s" in r]
-    phases = ("step_s", "gen_s", "reward_s", "learn_s", "sync_s")
-    return summary | {"process_s": process_s} | {k: statistics.median(r[f"perf/{k}"] for r in steps) for k in phases}
+    return summary | {"process_s": process_s} | {k: statistics.median(r[f"perf/{k}"] for r in steps) for k in PHASES}
+
+
+PHASES = ("step_s", "gen_s", "reward_s", "learn_s", "sync_s")  # a step and its parts, from each step's perf/ metrics
 
 
 TRL_WORLDS = {  # the work both sides do: our GRPO's overrides (the TRL side is given the same numbers)
@@ -130,6 +132,24 @@ TRL_WORLDS = {  # the work both sides do: our GRPO's overrides (the TRL side is 
     "135m": ["task=smol_arith", "policy=smollm2_135m", "algo.prompts_per_step=4", "algo.samples_per_prompt=4",
              "algo.max_tokens=24", "algo.lr=5e-6"],
 }
+
+
+def grpo_work(size: str, steps: int, overrides: list[str], checkpoint: int = 0):
+    """Our GRPO run's overrides on a `TRL_WORLDS` work, its composed config, the validated task and
+    gold, the base policy's directory and each step's train prompts (the items the run draws)."""
+    from policies.models import resolve_policy
+    from rl.loop import data_seed
+    from rl.validate import validate
+    from worlds import zoo
+
+    ours = ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", f"checkpoint.every={checkpoint}",
+            *TRL_WORLDS[size], *overrides]
+    cfg = zoo.compose("config", ours)
+    checked = validate(cfg)
+    base = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
+    batches = [checked.task.items("train", cfg.algo.prompts_per_step, data_seed(cfg.seed, t), distinct=False)
+               for t in range(steps)]
+    return ours, cfg, checked, base, batches
 
 
 def gold_of(model_dir: str, cfg, items, gold) -> float:
@@ -154,25 +174,17 @@ def bench_floor(repeats: int, size: str, steps: int, out_dir: str, overrides: li
 
     from policies.engine import Sampling, make_engine
     from policies.logprobs import pad_rollouts
-    from policies.models import resolve_policy
     from rl.algos.common import token_logprobs_entropy
-    from rl.validate import validate
-    from worlds import zoo
 
-    ours = ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", "checkpoint.every=0",
-            *TRL_WORLDS[size], *overrides]
-    cfg = zoo.compose("config", ours)
-    task, a = validate(cfg).task, cfg.algo
-    base = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
+    ours, cfg, _, base, batches = grpo_work(size, steps, overrides)
+    a = cfg.algo
     engine = make_engine(cfg.engine.name, base, dtype="float32", max_model_len=cfg.engine.max_model_len)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # the work of a step, not its effect
-    batches = [[it.engine_prompt for it in task.items("train", a.prompts_per_step, cfg.seed * 1_000_003 + t,
-                                                          distinct=False)] for t in range(steps)]
 
     def floor_step(t: int) -> tuple[float, float]:
         t0 = time.perf_counter()
-        rs = engine.generate(batches[t], Sampling(n=a.samples_per_prompt, temperature=a.temperature,
+        rs = engine.generate([it.engine_prompt for it in batches[t]], Sampling(n=a.samples_per_prompt, temperature=a.temperature,
                                                   max_tokens=a.max_tokens, seed=t))
         t1 = time.perf_counter()
         ids, attn, mask = pad_rollouts(rs)
@@ -196,8 +208,8 @@ def bench_floor(repeats: int, size: str, steps: int, out_dir: str, overrides: li
                     learns.append(l)
     res = {"work": ours, "floor": {"gen_s": statistics.median(gens), "fwd_bwd_s": statistics.median(learns)}}
     res["floor"]["step_s"] = res["floor"]["gen_s"] + res["floor"]["fwd_bwd_s"]
-    res["loop"] = {k: statistics.median(r[k] for r in loops) for k in ("step_s", "gen_s", "reward_s", "learn_s", "sync_s")}
-    res["share"] = {k: res["loop"][k] / res["loop"]["step_s"] for k in ("gen_s", "reward_s", "learn_s", "sync_s")}
+    res["loop"] = {k: statistics.median(r[k] for r in loops) for k in PHASES}
+    res["share"] = {k: res["loop"][k] / res["loop"]["step_s"] for k in PHASES[1:]}
     res["loop_over_floor"] = res["loop"]["step_s"] / res["floor"]["step_s"]
     return res
 
@@ -211,20 +223,13 @@ def bench_trl(repeats: int, size: str, steps: int, out_dir: str, overrides: list
 
     from omegaconf import OmegaConf
 
-    from policies.models import resolve_policy
     from rewards import make_source, zoo_artifacts
-    from rl.validate import validate
     from worlds import zoo
 
-    ours = ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", f"checkpoint.every={steps}",
-            *TRL_WORLDS[size], *overrides]
-    cfg = zoo.compose("config", ours)
-    checked = validate(cfg)
+    ours, cfg, checked, base, batches = grpo_work(size, steps, overrides, checkpoint=steps)
     zoo_dir = zoo.ensure(cfg.world, cfg.cache_dir, zoo_artifacts(checked.gold)) if zoo_artifacts(checked.gold) else None
-    base = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
     a, task = cfg.algo, checked.task
-    prompts = [{"prompt": it.engine_prompt, "answer": it.answer} for step in range(steps)
-               for it in task.items("train", a.prompts_per_step, cfg.seed * 1_000_003 + step, distinct=False)]
+    prompts = [{"prompt": it.engine_prompt, "answer": it.answer} for items in batches for it in items]
     spec = {"model": base, "prompts": prompts, "steps": steps, "prompts_per_step": a.prompts_per_step,
             "samples_per_prompt": a.samples_per_prompt, "max_tokens": a.max_tokens, "lr": a.lr, "seed": cfg.seed,
             "gold": OmegaConf.to_container(checked.gold, resolve=True), "zoo_dir": str(zoo_dir) if zoo_dir else None,
@@ -260,7 +265,7 @@ def bench_trl(repeats: int, size: str, steps: int, out_dir: str, overrides: list
                      "gold_gains": gains, "process_s": statistics.median(r["process_s"] for r in rs),
                      "step_s_runs": [r["step_s"] for r in rs]}
         if side == "ours":
-            res[side] |= {k: statistics.median(r[k] for r in rs) for k in ("gen_s", "reward_s", "learn_s", "sync_s")}
+            res[side] |= {k: statistics.median(r[k] for r in rs) for k in PHASES[1:]}
     res["ratio_vs_trl"] = res["ours"]["completions_per_s"] / res["trl"]["completions_per_s"]
     return res
 
@@ -275,8 +280,7 @@ def bench_neighbour(repeats: int, out_dir: str, overrides: list[str]) -> dict:
             print(f"[{rep + 1}/{repeats}] {which}", flush=True)
             runs[which].append(run_once(os.path.join(out_dir, f"{which}_{rep}"), NEIGHBOUR_RUN + overrides,
                                         which == "neighbour"))
-    res = {w: {k: statistics.median(r[k] for r in rs) for k in ("step_s", "gen_s", "reward_s", "learn_s", "sync_s", "wall_s")}
-           for w, rs in runs.items()}
+    res = {w: {k: statistics.median(r[k] for r in rs) for k in (*PHASES, "wall_s")} for w, rs in runs.items()}
     res["runs"] = runs
     res["neighbour_slowdown"] = res["neighbour"]["step_s"] / res["alone"]["step_s"]
     return res
@@ -310,11 +314,7 @@ def main(argv=None):
         print(f"ours by phase (s): gen {res['ours']['gen_s']:.3f}, reward {res['ours']['reward_s']:.3f}, "
               f"learn {res['ours']['learn_s']:.3f}, sync {res['ours']['sync_s']:.3f}")
         print(f"ratio_vs_trl_{a.size}={res['ratio_vs_trl']:.2f}")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=2)
-        return
-    if a.what == "floor":
+    elif a.what == "floor":
         res = bench_floor(a.repeats, a.size, a.steps, a.out_dir, a.overrides)
         f, lp = res["floor"], res["loop"]
         print(f"{' '.join(res['work'])}; medians over {a.repeats} alternating repeats (seconds per step)")
@@ -322,39 +322,28 @@ def main(argv=None):
         print(f"loop:  {lp['step_s']:.3f} = " + ", ".join(f"{k[:-2]} {lp[k]:.3f} ({res['share'][k]:.0%})"
                                                     for k in ("gen_s", "reward_s", "learn_s", "sync_s")))
         print(f"loop_over_floor={res['loop_over_floor']:.2f}")
-        if a.json:
-            with open(a.json, "w") as f_:
-                json.dump(res, f_, indent=2)
-        return
-    if a.what == "neighbour":
+    elif a.what == "neighbour":
         res = bench_neighbour(a.repeats, a.out_dir, a.overrides)
         print(f"{' '.join(NEIGHBOUR_RUN + a.overrides)}; median of {a.repeats} alternating runs each (seconds)")
         print(f"{'':<10}" + "".join(f"{k:>10}" for k in res["alone"]))
         for w in ("alone", "neighbour"):
             print(f"{w:<10}" + "".join(f"{v:>10.3f}" for v in res[w].values()))
         print(f"neighbour_slowdown={res['neighbour_slowdown']:.2f}")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=2)
-        return
-    if a.what == "algos":
+    elif a.what == "algos":
         res = bench_algos(a.repeats, a.algos.split(","), a.out_dir, a.overrides)
         print(f"reward=gold, default world, each algorithm's default config; median of {a.repeats} alternating runs")
         print(f"{'algo':<14}{'gold 0':>8}{'gold T':>8}{'gain':>8}{'KL':>7}{'wall s':>8}{'gain/min':>10}")
         for algo, r in res.items():
             print(f"{algo:<14}{r['gold_initial']:>8.3f}{r['gold_final']:>8.3f}{r['gold_gain']:>8.3f}"
                   f"{r['kl_final']:>7.2f}{r['wall_s']:>8.1f}{r['gold_gain_per_min']:>10.3f}")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=2)
-        return
-    res = bench_engines(a.repeats, a.prompts, a.samples, a.max_tokens, a.dtype, a.cache_dir)
-    print(f"workload: {a.prompts} prompts x {a.samples} samples x {a.max_tokens} tokens, T=1, {a.dtype}, "
-          f"median of {a.repeats} alternating runs")
-    for label, r in res.items():
-        print(f"{label} ({r['params'] / 1e6:.2f}M params): vllm {r['tok_per_s']['vllm']:.0f} tok/s, "
-              f"hf {r['tok_per_s']['hf']:.0f} tok/s, sync vllm {r['sync_s']['vllm']:.3f}s / hf {r['sync_s']['hf']:.3f}s")
-        print(f"ratio_{label}={r['ratio_vllm_over_hf']:.2f}")
+    else:
+        res = bench_engines(a.repeats, a.prompts, a.samples, a.max_tokens, a.dtype, a.cache_dir)
+        print(f"workload: {a.prompts} prompts x {a.samples} samples x {a.max_tokens} tokens, T=1, {a.dtype}, "
+              f"median of {a.repeats} alternating runs")
+        for label, r in res.items():
+            print(f"{label} ({r['params'] / 1e6:.2f}M params): vllm {r['tok_per_s']['vllm']:.0f} tok/s, "
+                  f"hf {r['tok_per_s']['hf']:.0f} tok/s, sync vllm {r['sync_s']['vllm']:.3f}s / hf {r['sync_s']['hf']:.3f}s")
+            print(f"ratio_{label}={r['ratio_vllm_over_hf']:.2f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)

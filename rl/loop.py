@@ -210,6 +210,12 @@ def _save_checkpoint(run_dir, step, learner, state, keep, timeout) -> None:
         shutil.rmtree(old)
 
 
+def data_seed(seed: int, step: int, rounds: int = 0):
+    """The seed of a step's train prompts (and of each further resampling round's): (seed, step) alone,
+    so a resumed run, or a benchmark giving another trainer the same work, draws the same prompts."""
+    return seed * 1_000_003 + step if rounds == 0 else f"{seed * 1_000_003 + step}r{rounds}"
+
+
 def _sample_batch(cfg, task, engine, score, step: int, sampling: dict):
     """One step's prompt-major rollouts with their proxy and gold scores.
 
@@ -228,8 +234,7 @@ def _sample_batch(cfg, task, engine, score, step: int, sampling: dict):
     kept, rounds, discarded, surplus = ([], [], []), 0, 0, 0
     stats = {"perf/gen_s": 0.0, "perf/reward_s": 0.0, "perf/tokens_per_s": 0.0}
     while True:
-        data_seed = cfg.seed * 1_000_003 + step if rounds == 0 else f"{cfg.seed * 1_000_003 + step}r{rounds}"
-        items = task.items("train", a.prompts_per_step, data_seed, distinct=False)
+        items = task.items("train", a.prompts_per_step, data_seed(cfg.seed, step, rounds), distinct=False)
         t = time.time()
         rs = engine.generate([it.engine_prompt for it in items], Sampling(**sampling, seed=cfg.seed * 100_003 + step + rounds * 1_000_000_007))
         stats["perf/tokens_per_s"] += sum(len(r.completion_ids) for r in rs)  # tokens, per second below

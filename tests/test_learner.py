@@ -43,6 +43,11 @@ def hand_logprobs(model, rollout, temperature):
     return torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(rollout.completion_ids)[:, None])[:, 0]
 
 
+def forward_logprobs(model, b, temperature=1.0):
+    """The batch's sampled-token log-probs from one plain forward of `model` over the whole padded batch."""
+    return common.token_logprobs_entropy(model(input_ids=b.ids, attention_mask=b.attn).logits, b.ids, temperature)[0]
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_learner_logprobs_are_the_sampling_distributions(peaked_model, fused):
     """At T = 0.7: old log-probs are log softmax(logits / 0.7) (checked against a plain forward),
@@ -67,7 +72,7 @@ def test_learner_logprobs_are_the_sampling_distributions(peaked_model, fused):
         assert "kl/k1" not in common.metrics(b, adv)
     else:
         with torch.no_grad():
-            logp, _ = common._logprobs(learner.policy, b.ids, b.attn, T)
+            logp = forward_logprobs(learner.policy, b, T)
         assert torch.exp(logp - b.old)[b.mask].sub(1).abs().max() < 1e-5  # first minibatch: ratio 1
         assert b.kl.abs().max() == 0 and common.metrics(b, torch.zeros(len(rs)))["kl/k1"] == 0
     for i, r in enumerate(rs):
@@ -132,11 +137,11 @@ def test_learner_forward_has_dropout_off(tmp_path):
     rs = make_engine("hf", str(path)).generate(PROMPTS, Sampling(n=2, max_tokens=6, seed=0))
     b = common.prepare(learner, rs, [0.0, 1.0] * 2)
     with torch.no_grad():
-        logp, _ = common._logprobs(learner.policy, b.ids, b.attn)
+        logp = forward_logprobs(learner.policy, b)
         assert (logp - b.old)[b.mask].abs().max() < 1e-6
         assert (b.raw - b.engine_lp)[b.mask].abs().max() < 1e-4
         learner.policy.train()  # what the learner did before: dropout on, the passes differ
-        dropped, _ = common._logprobs(learner.policy, b.ids, b.attn)
+        dropped = forward_logprobs(learner.policy, b)
     assert (dropped - b.old)[b.mask].abs().max() > 1e-3
 
 

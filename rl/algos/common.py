@@ -120,13 +120,6 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _logprobs(model, ids, attn, temperature: float = 1.0, chunk: int = 1024):
-    """Log-probs of the sampled tokens and entropies (B, T-1), on the model's device, of
-    softmax(logits / temperature); ids and attn are moved there."""
-    ids, attn = ids.to(_device(model)), attn.to(_device(model))
-    return token_logprobs_entropy(model(input_ids=ids, attention_mask=attn).logits, ids, temperature, chunk)
-
-
 def _width(attn: torch.Tensor) -> int:
     """Columns that hold tokens: the batch is right-padded, so columns past its longest sequence
     change nothing before them (causal model) and a micro-batch is cut to this."""

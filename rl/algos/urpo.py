@@ -86,11 +86,12 @@ def sample(ctx, step: int):
     rollout is trained on (NaN: group left out), gold (NaN for ranking rollouts) and metrics."""
     from policies.engine import Sampling
     from rewards.ranking import concordance, parse_ranking
+    from rl.loop import data_seed
 
     cfg, a, u = ctx.cfg, ctx.cfg.algo, ctx.cfg.algo.urpo
     k = a.samples_per_prompt
     n_a, n_b, n_c = counts(a.prompts_per_step, u.mix)
-    seed = cfg.seed * 1_000_003 + step
+    seed = data_seed(cfg.seed, step)
     items_a, items_c = player_items(ctx.task, n_a, n_c, seed)
     rankings = ctx.task.ranking_items("train", n_b, seed, u.ranking_size) if n_b else []
     ref = referee(ctx)
