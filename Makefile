@@ -26,7 +26,7 @@ demo: venv
 	$(PY) -m rl.run reward=cdr algo=grpo
 
 test: venv
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=30
 
 # the tests too long for CI (each builds or trains a real model for minutes): times in BENCHMARKS.md
 test-slow: venv

@@ -1,4 +1,4 @@
-"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor [--repeats 3]`
+"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor|cost [--repeats 3]`
 
 engines: tokens/s of the vLLM and HF engines on one sampling workload (16 prompts x 4 samples x
 128 tokens, temperature 1) for two model sizes, alternating the engines run by run and quoting
@@ -20,6 +20,12 @@ on smol_arith, 4 x 4, 24 tokens, lr 5e-6), beta 0, fp32, `--steps` steps, altern
 first: median s/step, completions/s, the process's wall time (start-up included) and the gold gain
 of each final model over the base on the eval prompts (one HF-engine evaluator for all);
 `ratio_vs_trl_<size>` = our completions/s over TRL's.
+
+cost: s/step of a short GRPO run (reward=gold, randomly initialised policies, so responses run to
+the token limit) against group size, prompts per step and response length (one axis at a time around
+16 x 8 x 24 on the tiny shape) and model size (tiny vs SmolLM2-135M's shape at 4 x 4 x 24), each
+phase's median, alternating the order repeat by repeat; `cost.png` and `cost.json` in --out-dir.
+The growth exponent between neighbouring points, log(t2 / t1) / log(x2 / x1), is 1 for linear cost.
 
 floor: our GRPO step on that work against its floor: the engine alone generating the same prompts x
 samples + one bare forward, backward and optimizer step of the policy over what it generated;
@@ -121,7 +127,8 @@ def run_once(run_dir: str, overrides: list[str], neighbour: bool = False) -> dic
         summary = json.load(f)
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         steps = [r for r in map(json.loads, f) if "perf/step_s" in r]
-    return summary | {"process_s": process_s} | {k: statistics.median(r[f"perf/{k}"] for r in steps) for k in PHASES}
+    return (summary | {"process_s": process_s} | {k: statistics.median(r[f"perf/{k}"] for r in steps) for k in PHASES}
+            | {"response_length": statistics.median(r["response/length"] for r in steps)})
 
 
 PHASES = ("step_s", "gen_s", "reward_s", "learn_s", "sync_s")  # a step and its parts, from each step's perf/ metrics
@@ -286,11 +293,83 @@ def bench_neighbour(repeats: int, out_dir: str, overrides: list[str]) -> dict:
     return res
 
 
+COST_WORK = {"prompts_per_step": 16, "samples_per_prompt": 8, "max_tokens": 24}
+COST_AXES = {"samples_per_prompt": [2, 4, 8, 16], "prompts_per_step": [4, 8, 16, 32], "max_tokens": [12, 24, 48, 96]}
+COST_SIZES = {"tiny": "tiny_random", "135m": "smollm2_135m_random"}  # model size: at 4 x 4 x 24
+COST_SIZE_WORK = {"prompts_per_step": 4, "samples_per_prompt": 4, "max_tokens": 24}
+
+
+def cost_points() -> list[tuple[str, object, list[str]]]:
+    """(axis, value, rl.run overrides) of every cost run; the base work appears once per axis it lies on."""
+    def work(w, policy):
+        return [f"policy={policy}", *(f"algo.{k}={v}" for k, v in w.items())]
+
+    points = [(axis, v, work(COST_WORK | {axis: v}, "tiny_random")) for axis, values in COST_AXES.items() for v in values]
+    return points + [("model", size, work(COST_SIZE_WORK, policy)) for size, policy in COST_SIZES.items()]
+
+
+def exponents(xs: list[float], ts: list[float]) -> list[float]:
+    """log(t2 / t1) / log(x2 / x1) between neighbouring points: 1 where cost grows linearly."""
+    import math
+
+    return [math.log(t2 / t1) / math.log(x2 / x1) for (x1, t1), (x2, t2) in zip(zip(xs, ts), zip(xs[1:], ts[1:]))]
+
+
+def bench_cost(repeats: int, steps: int, out_dir: str, overrides: list[str]) -> dict:
+    points = cost_points()
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(points))}
+    for rep in range(repeats):
+        order = range(len(points)) if rep % 2 == 0 else reversed(range(len(points)))
+        for i in order:
+            axis, value, args = points[i]
+            print(f"[{rep + 1}/{repeats}] {axis}={value}", flush=True)
+            runs[i].append(run_once(os.path.join(out_dir, f"{axis}_{value}_{rep}"),
+                                    ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", "eval.prompts=8",
+                                     "checkpoint.every=0", *args, *overrides]))
+    res: dict = {}
+    for i, (axis, value, args) in enumerate(points):
+        row = {k: statistics.median(r[k] for r in runs[i]) for k in (*PHASES, "response_length")}
+        res.setdefault(axis, []).append({"value": value, "overrides": args} | row)
+    for axis in COST_AXES:
+        ts = [r["step_s"] for r in res[axis]]
+        res[f"{axis}_exponents"] = exponents([r["value"] for r in res[axis]], ts)
+    plot_cost(res, os.path.join(out_dir, "cost.png"))
+    return res
+
+
+def plot_cost(res: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for ax, axis in zip(axes, [*COST_AXES, "model"]):
+        rows = res[axis]
+        xs = list(range(len(rows))) if axis == "model" else [r["value"] for r in rows]
+        for k in PHASES:
+            ax.plot(xs, [r[k] for r in rows], marker="o", label=k[:-2])
+        if axis != "model":
+            ax.plot(xs, [rows[0]["step_s"] * x / xs[0] for x in xs], "k:", label="linear from the first")
+            ax.set_xscale("log", base=2)
+        else:
+            ax.set_xticks(xs, [str(r["value"]) for r in rows])
+        ax.set_yscale("log")
+        ax.set_xlabel(axis)
+        ax.set_ylabel("s / step (median)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("GRPO step cost (python -m analysis.bench cost)")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis.bench")
-    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor"])
+    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor", "cost"])
     ap.add_argument("--size", default="tiny", choices=list(TRL_WORLDS), help="trl, floor: the arith world's policy or SmolLM2-135M")
-    ap.add_argument("--steps", type=int, default=60, help="trl, floor: steps per run")
+    ap.add_argument("--steps", type=int, default=None, help="trl, floor: steps per run (default 60); cost: 8")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
@@ -303,6 +382,7 @@ def main(argv=None):
     ap.add_argument("overrides", nargs="*", help="algos, neighbour: extra rl.run overrides for every run")
     a = ap.parse_intermixed_args(argv)  # rl.run overrides may follow the options
     a.out_dir = a.out_dir or f"outputs/bench_{a.what}"
+    a.steps = a.steps or (8 if a.what == "cost" else 60)
     if a.what == "trl":
         res = bench_trl(a.repeats, a.size, a.steps, a.out_dir, a.overrides)
         print(f"{' '.join(res['work'])}; median of {a.repeats} alternating runs each; gold gain on "
@@ -322,6 +402,16 @@ def main(argv=None):
         print(f"loop:  {lp['step_s']:.3f} = " + ", ".join(f"{k[:-2]} {lp[k]:.3f} ({res['share'][k]:.0%})"
                                                     for k in ("gen_s", "reward_s", "learn_s", "sync_s")))
         print(f"loop_over_floor={res['loop_over_floor']:.2f}")
+    elif a.what == "cost":
+        res = bench_cost(a.repeats, a.steps, a.out_dir, a.overrides)
+        print(f"GRPO, reward=gold, random policies, {a.steps} steps a run; medians of {a.repeats} alternating repeats (s/step)")
+        print(f"{'axis':<20}{'value':>7}{'step':>8}{'gen':>8}{'learn':>8}{'sync':>8}{'len':>6}{'exp':>7}")
+        for axis in [*COST_AXES, "model"]:
+            exps = [None, *res.get(f"{axis}_exponents", [None] * (len(res[axis]) - 1))]
+            for r, e in zip(res[axis], exps):
+                print(f"{axis:<20}{r['value']!s:>7}{r['step_s']:>8.3f}{r['gen_s']:>8.3f}{r['learn_s']:>8.3f}{r['sync_s']:>8.3f}"
+                      f"{r['response_length']:>6.1f}{'' if e is None else f'{e:.2f}':>7}")
+        print(f"plot: {os.path.join(a.out_dir, 'cost.png')}")
     elif a.what == "neighbour":
         res = bench_neighbour(a.repeats, a.out_dir, a.overrides)
         print(f"{' '.join(NEIGHBOUR_RUN + a.overrides)}; median of {a.repeats} alternating runs each (seconds)")

@@ -10,6 +10,13 @@ import random
 from rewards.ranking import flip_rate, orders, parse_ranking, rank_scores, referee_prompt, unshuffle
 
 
+def verdict_text(truth: list[float]) -> str:
+    """A ranking a perfect referee may write for candidates of these gold scores: best first, equal
+    scores in the order shown ("1 > 3 > 2"; no ties, which a small model copies badly)."""
+    order = sorted(range(len(truth)), key=lambda i: -truth[i])
+    return " > ".join(str(i + 1) for i in order)
+
+
 def pick(tiers: list[list[int]] | None) -> str | None:
     """A verdict on two candidates as a pairwise pick: "A" (the first shown ranked above the second),
     "B" (the second above the first), None for a tie or an unparsable verdict."""
@@ -22,8 +29,10 @@ class LiveReferee:
     """Ranks groups of responses with the live policy: one engine call for every group and order."""
 
     def __init__(self, engine, template: str, item: str, orders: int = 2, temperature: float = 0.0,
-                 max_tokens: int = 16, max_candidate_chars: int | None = None, name: str = "referee"):
+                 max_tokens: int = 16, max_candidate_chars: int | None = None, name: str = "referee",
+                 demos: list[tuple[str, str]] | None = None):
         self.name, self.engine, self.template, self.item = name, engine, template, item
+        self.demos = demos  # None: a plain-text prompt; else a chat, these (prompt, verdict) pairs as earlier turns
         self.n_orders, self.temperature, self.max_tokens = orders, temperature, max_tokens
         self.max_chars = max_candidate_chars
         self.cut = 0  # candidate texts cut to max_candidate_chars, counted
@@ -34,9 +43,14 @@ class LiveReferee:
             return text[: self.max_chars]
         return text
 
-    def prompts(self, question: str, candidates: list[str], order) -> str:
-        """The referee prompt listing `candidates` in `order` (indices), each cut to max_candidate_chars."""
-        return referee_prompt(question, [self._cut(candidates[i]) for i in order], self.template, self.item)
+    def prompts(self, question: str, candidates: list[str], order):
+        """The referee prompt listing `candidates` in `order` (indices), each cut to max_candidate_chars:
+        text, or a chat whose last user turn is that text."""
+        text = referee_prompt(question, [self._cut(candidates[i]) for i in order], self.template, self.item)
+        if self.demos is None:
+            return text
+        turns = [m for q, a in self.demos for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        return turns + [{"role": "user", "content": text}]
 
     def judge(self, questions: list[str], groups: list[list[str]], seed: int) -> list[dict]:
         """Per group: `scores` (each candidate's rank score, the mean over the orders) or None when

@@ -164,7 +164,7 @@ def _evaluate(ctx, learner, items, timeout, run_dir, step) -> dict:
     _write_samples(run_dir, step, items, texts, proxy, gold, kl)
     out = {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
            "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
-    kinds = sorted({it.kind for it in items})
+    kinds = sorted({it.kind for it, g in zip(items, gold) if g == g})  # a kind the gold scores none of (NaN) is left out
     if len(kinds) > 1:  # gold per kind (arith: add, open)
         out |= {f"eval/gold_{k}": _mean([g for it, g in zip(items, gold) if it.kind == k]) for k in kinds}
     if hasattr(ctx.algo, "evaluate"):  # an algorithm's own evaluation (URPO: the referee's accuracy)

@@ -60,11 +60,18 @@ def update(learner, rollouts, rewards: list[float]) -> dict:
 
 
 def referee(ctx):
-    from rewards.referee import LiveReferee
+    """The live referee; in chat form (`algo.urpo.chat`) with `algo.urpo.demos` of the task's train
+    rankings and their true verdicts as earlier turns (an instruct model's in-context format)."""
+    from rewards.ranking import referee_prompt
+    from rewards.referee import LiveReferee, verdict_text
 
     u = ctx.cfg.algo.urpo
+    demos = None
+    if getattr(u, "chat", False):
+        rows = ctx.task.ranking_items("train", u.demos, "referee-demos", u.ranking_size) if u.demos else []
+        demos = [(referee_prompt(r["prompt"], r["candidates"], u.template, u.item), verdict_text(r["gold"])) for r in rows]
     return LiveReferee(ctx.engine, u.template, u.item, u.referee_orders, u.referee_temperature, u.referee_max_tokens,
-                       u.max_candidate_chars)
+                       u.max_candidate_chars, demos=demos)
 
 
 def player_items(task, n_verifiable: int, n_open: int, seed):

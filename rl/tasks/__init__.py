@@ -30,7 +30,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 SPLITS = ("train", "eval", "bench")
-TASKS = {"arith": "worlds.arith.task", "smol_arith": "worlds.smol.task", "gsm8k": "rl.tasks.gsm8k", "math500": "rl.tasks.math500",
+TASKS = {"arith": "worlds.arith.task", "smol_arith": "worlds.smol.task", "smol_mixed": "worlds.smol.mixed", "gsm8k": "rl.tasks.gsm8k", "math500": "rl.tasks.math500",
          "prompts": "rl.tasks.prompts"}
 
 
