@@ -24,7 +24,10 @@ class _EngineActor:
 
 
 def call(ref, what: str, timeout: float):
-    """ray.get that cannot hang (`timeout` seconds) and re-raises an actor's error as itself."""
+    """ray.get that cannot hang (`timeout` seconds) and re-raises an actor's error as itself; a
+    value computed in-process (not an object ref) is returned as it is."""
+    if not isinstance(ref, (ray.ObjectRef, list)):
+        return ref
     try:
         return ray.get(ref, timeout=timeout)
     except GetTimeoutError:

@@ -3,7 +3,8 @@ sync (checked) -> log. The driver is algorithm-agnostic; `rl/algos/<name>.py` su
 (or, for best-of-N, the selection curves).
 
 Actors: the rollout engine (policies.actor), the learner (policy, optimizer, frozen reference),
-one reward actor for the proxy and one for gold (evaluation only unless reward=gold). All phases
+one reward actor for the proxy and one for gold (evaluation only unless reward=gold) when the source
+holds a model (a text-only one is scored in the driver: `IN_PROCESS`). All phases
 run one after another, so every actor may use all `cluster.threads_per_actor` cores.
 """
 from __future__ import annotations
@@ -23,15 +24,30 @@ from policies.actor import call
 from policies.engine import Sampling
 from policies.sync import check_gap
 
-class _RewardActor:
-    def __init__(self, cfg, zoo_dir, threads):
-        import torch
+# Reward types that are plain functions of the text (no model): scored in the driver, which saves an
+# actor's start-up (a process importing torch) and a round trip per step.
+IN_PROCESS = {"arith_rule", "arith_gold", "math_verify", "length"}
 
+
+def in_process(cfg) -> bool:
+    if cfg.get("type") == "combination":
+        return all(in_process(part) for part in cfg.parts)
+    return cfg.get("type") in IN_PROCESS
+
+
+class _RewardActor:
+    """A reward source in its own Ray actor, or (`local`) in the driver behind the same `score.remote`."""
+
+    def __init__(self, cfg, zoo_dir, threads, local: bool = False):
         from rewards import make_source
 
-        if threads:
+        if threads and not local:
+            import torch
+
             torch.set_num_threads(threads)
         self.source = make_source(cfg, zoo_dir)
+        if local:
+            self.score = SimpleNamespace(remote=self.score)  # called as an actor is; returns the result itself
 
     def score(self, prompts, responses, items=None):
         """Scores, plus counters a source keeps (cumulative): the judge's verdict parse failures, a
@@ -82,8 +98,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     timeout, threads = cfg.engine.rpc_timeout_s, cfg.cluster.threads_per_actor
     engine = start_engine(cfg.engine, policy_path)
     reward_actor = ray.remote(num_cpus=cfg.cluster.reward_cpus)(_RewardActor)
-    proxy = reward_actor.remote(proxy_cfg, zoo_dir, threads)
-    gold = reward_actor.remote(gold_cfg, zoo_dir, threads)
+    proxy, gold = (_RewardActor(c, zoo_dir, None, local=True) if in_process(c) else reward_actor.remote(c, zoo_dir, threads)
+                   for c in (proxy_cfg, gold_cfg))
     eval_items = task.items("eval", cfg.eval.prompts, cfg.seed)
     resume = _resume_from(cfg, run_dir)
     log = MetricLogger(run_dir, purge_from=resume[1]["step"] + 1 if resume else 0)
@@ -100,7 +116,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         counters.update(extra)
         return proxy_scores, gold_scores
 
-    actors = [proxy, gold]
+    actors = [a for a in (proxy, gold) if not isinstance(a, _RewardActor)]
     try:
         if cfg.algo.name == "bon":
             summary = _run_bon(cfg, algo, engine, score, eval_items, log, run_dir)

@@ -261,3 +261,17 @@ def test_kl_in_the_reward_holds_the_policy_near_the_reference(tmp_path, user_cac
         kl[beta] = run(config("algo=ppo", "reward=rm_l", "algo.steps=20", "eval.every=20", "checkpoint.every=0",
                               f"algo.kl.coef={beta}", f"cache_dir={user_cache}"), str(tmp_path / str(beta)))["kl_final"]
     assert kl[0.5] < 0.25 * kl[0.0], kl
+
+
+def test_text_only_rewards_are_scored_in_the_driver_and_model_rewards_in_actors():
+    from omegaconf import OmegaConf
+
+    from rl.loop import _RewardActor, in_process
+
+    c = OmegaConf.create
+    assert in_process(c({"type": "arith_gold"})) and in_process(c({"type": "math_verify"}))
+    assert not in_process(c({"type": "rm"})) and not in_process(c({"type": "cdr"}))
+    assert in_process(c({"type": "combination", "parts": [{"type": "arith_rule"}, {"type": "length"}]}))
+    assert not in_process(c({"type": "combination", "parts": [{"type": "arith_rule"}, {"type": "lora_judge"}]}))
+    local = _RewardActor(c({"name": "len", "type": "length", "unit": "chars"}), None, 1, local=True)
+    assert local.score.remote(["p", "q"], ["abc", "hello"]) == ([3.0, 5.0], {})  # answered at once, no actor
