@@ -15,7 +15,8 @@ each mean gain with Fisher-z 95% intervals over the sources (analysis/fits.py), 
 gain, correlation.json and report.md; the report says which intervals are too wide to conclude.
 
 Each sub-job runs as a Ray task (num_cpus=0: it only orchestrates the loop's own actors;
-`study.parallel` at a time) and its result is cached under `<cache_dir>/studies/` by a hash of
+`study.parallel` at a time) and its result is cached under `study.cache` (default
+`<cache_dir>/studies/`) by a hash of
 its resolved config and of the world zoo's key (so a change to the world's code invalidates it
 too), and a re-run reuses every finished sub-result. The key does not cover the loop's own code
 (rl/): after changing an algorithm, delete `<cache_dir>/studies/`.
@@ -115,7 +116,7 @@ def collect(cfg: DictConfig) -> dict:
     from worlds.zoo import ensure, zoo_key
     from rl.cluster import init_ray
 
-    cache = os.path.join(cfg.cache_dir, "studies")
+    cache = cfg.study.get("cache") or os.path.join(cfg.cache_dir, "studies")
     os.makedirs(cache, exist_ok=True)
     jobs, results = [], {}
     world = zoo_key(cfg.world)

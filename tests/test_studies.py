@@ -129,10 +129,10 @@ def test_correlation_smoke_two_seeds_and_cache(tmp_path):
     """Three sources, two seeds on the reduced world with a tiny budget: static once per source,
     BoN and RL once per (source, seed), gains averaged over the seeds, every sub-job a Ray task,
     and a second run computes nothing."""
-    cache = tmp_path / "cache"
+    studies = tmp_path / "studies"  # its own sub-result cache; the reduced zoo is the suite's (built once)
     args = [sys.executable, "-m", "analysis.correlation", "world=arith_small", "study.sources=[rm_l,cdr,rule]",
             "study.seeds=[0,1]", "algo.steps=2", "algo.prompts_per_step=4", "algo.samples_per_prompt=4",
-            "eval.prompts=8", "eval.every=2", "study.bon.n=4", f"cache_dir={cache}"]
+            "eval.prompts=8", "eval.every=2", "study.bon.n=4", f"study.cache={studies}"]
     for run_dir in ("a", "b"):
         out = subprocess.run([*args, f"hydra.run.dir={tmp_path / run_dir}"], capture_output=True, text=True,
                              timeout=1800, cwd=REPO)
@@ -142,7 +142,6 @@ def test_correlation_smoke_two_seeds_and_cache(tmp_path):
     assert res["seeds"] == [0, 1] and [r["source"] for r in res["rows"]] == ["rm_l", "cdr", "rule"]
     assert first["cached"] == [] and len(res["cached"]) == 3 + 3 * 2 * 2  # the second run computed nothing
     assert first["rows"] == res["rows"]
-    studies = cache / "studies"
     for r in res["rows"]:
         assert len(list(studies.glob(f"static-{r['source']}-*.json"))) == 1  # static does not depend on the seed
         for kind, gain in (("bon", "bon_gain"), ("rl", "rl_gain")):
