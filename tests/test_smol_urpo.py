@@ -64,20 +64,16 @@ def test_open_prompts_are_real_single_turn_prompts_without_an_answer(mixed):
     assert mixed.dropped["open prompts: several turns"] > 0  # counted, not silently dropped
 
 
-def test_the_verifier_gives_open_prompts_no_gold():
+def test_the_verifier_gives_open_prompts_no_gold(mixed):
+    """The task's default gold: the tagged answer's correctness on a problem, NaN on an open prompt."""
     from rewards import make_source, resolve
-    from rl.tasks import Item
-    from worlds.smol.mixed import SmolMixedTask
-    from worlds.smol.task import make
 
-    task = SmolMixedTask.__new__(SmolMixedTask)
-    arith = make(OmegaConf.create({"max_operand": 3, "ops": ["+"], "fewshot": 0}))
-    task.name, task.verifier = "smol_mixed", arith.verifier
-    task.default_gold = dict(arith.default_gold, unverifiable=float("nan"))
-    gold = make_source(resolve(OmegaConf.create({"name": "gold", "type": "task"}), task))
-    items = [Item(({"role": "user", "content": "1 + 2 = ?"},), "3"), Item(({"role": "user", "content": "Hi"},), None, "open")]
-    out = gold.score(["", ""], ["1 + 2 = 3\n#### 3", "#### 3"], items=items)
-    assert out[0] == 1.0 and out[1] != out[1]
+    gold = make_source(resolve(OmegaConf.create({"name": "gold", "type": "task"}), mixed))
+    problem = next(it for it in mixed.items("eval", 40, 0) if it.kind != "open")
+    opened = next(it for it in mixed.items("eval", 40, 0) if it.kind == "open")
+    out = gold.score(["", "", ""], [f"#### {problem.answer}", "#### 123456", f"#### {problem.answer}"],
+                     items=[problem, problem, opened])
+    assert out[:2] == [1.0, 0.0] and out[2] != out[2]
 
 
 def test_verdict_text_by_hand():

@@ -17,11 +17,12 @@ import random
 
 from omegaconf import OmegaConf
 
+from analysis.benchmarks import HH_TURN as ASSISTANT
 from rl.tasks import Item, check_split, draw, split_of
 from worlds.smol.task import make as make_arith
 
 FORMATS = ("{a} {op} {b} = {v}\n#### {v}", "#### {v}", "The answer is {v}.\n#### {v}")
-HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant:"
+HUMAN = "\n\nHuman: "
 
 
 def single_turn(prompt: str) -> str | None:
