@@ -1,4 +1,4 @@
-"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor|cost [--repeats 3]`
+"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor|cost|sync|replicas|async`
 
 engines: tokens/s of the vLLM and HF engines on one sampling workload (16 prompts x 4 samples x
 128 tokens, temperature 1) for two model sizes, alternating the engines run by run and quoting
@@ -30,6 +30,12 @@ The growth exponent between neighbouring points, log(t2 / t1) / log(x2 / x1), is
 floor: our GRPO step on that work against its floor: the engine alone generating the same prompts x
 samples + one bare forward, backward and optimizer step of the policy over what it generated;
 `loop_over_floor` = our median step / the floor's, and each phase's share of our step.
+
+sync, replicas: the same short GRPO run (reward=gold, a random model of the `--size` shape) in two
+variants, alternating: the weight sync through Ray's object store vs a safetensors file in /dev/shm
+(`sync_share_<size>`: the file's sync time over the step); one engine with every core vs two with
+one core each (`replicas_step_ratio_<size>`: two over one); the synchronous loop vs
+`algo.async_generation` (`--size arith --steps 60`: gold gain per minute of wall time, 200 eval prompts).
 """
 from __future__ import annotations
 
@@ -293,6 +299,46 @@ def bench_neighbour(repeats: int, out_dir: str, overrides: list[str]) -> dict:
     return res
 
 
+def short_run(steps: int, eval_prompts: int = 8) -> list[str]:
+    """A short GRPO run on the gold reward: one evaluation at each end, no checkpoint."""
+    return ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", f"eval.prompts={eval_prompts}",
+            "checkpoint.every=0"]
+
+
+# Variants of one short run, compared side by side: the same work, one setting changed.
+VARIANT_WORK = {"tiny": ["policy=tiny_random", "algo.prompts_per_step=16", "algo.samples_per_prompt=8", "algo.max_tokens=24"],
+                "135m": ["policy=smollm2_135m_random", "algo.prompts_per_step=4", "algo.samples_per_prompt=4", "algo.max_tokens=24"],
+                # the arith world's base policy, which learns (the TRL comparison's work)
+                "arith": ["algo.prompts_per_step=16", "algo.samples_per_prompt=8", "algo.max_tokens=24", "algo.lr=1e-4"]}
+VARIANTS = {
+    # the weight sync through Ray's object store (what a multi-node run does) vs a file in /dev/shm
+    "sync": {"object_store": ["engine.sync_via=object_store"], "shm_file": ["engine.sync_via=auto"]},
+    # one engine with every core vs two with one core each (each engine gets half the prompts)
+    "replicas": {"1": ["engine.replicas=1"], "2": ["engine.replicas=2", "engine.num_cpus=0.5", "engine.threads=1"]},
+    # the next step's rollouts generated during the update (one step off-policy) vs after it
+    "async": {"sync": ["algo.async_generation=false"], "async": ["algo.async_generation=true"]},
+}
+VARIANT_EVAL = {"async": 200}  # eval prompts: a gold gain is compared
+
+
+def bench_variants(what: str, repeats: int, size: str, steps: int, out_dir: str, overrides: list[str]) -> dict:
+    names = list(VARIANTS[what])
+    runs = {n: [] for n in names}
+    for rep in range(repeats):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            print(f"[{rep + 1}/{repeats}] {what}={name}", flush=True)
+            runs[name].append(run_once(os.path.join(out_dir, f"{size}_{name}_{rep}"),
+                                       [*short_run(steps, VARIANT_EVAL.get(what, 8)), *VARIANT_WORK[size],
+                                        *VARIANTS[what][name], *overrides]))
+    res = {n: {k: statistics.median(r[k] for r in rs) for k in (*PHASES, "wall_s")} for n, rs in runs.items()}
+    for n, row in res.items():
+        row["sync_share"] = row["sync_s"] / row["step_s"]
+        row["gold_gain"] = statistics.median(r["gold_final"] - r["gold_initial"] for r in runs[n])
+        row["gold_gain_per_min"] = row["gold_gain"] / (row["wall_s"] / 60)
+    return {"work": VARIANT_WORK[size], "variants": res, "runs": runs,
+            "ratio": res[names[-1]]["step_s"] / res[names[0]]["step_s"]}
+
+
 COST_WORK = {"prompts_per_step": 16, "samples_per_prompt": 8, "max_tokens": 24}
 COST_AXES = {"samples_per_prompt": [2, 4, 8, 16], "prompts_per_step": [4, 8, 16, 32], "max_tokens": [12, 24, 48, 96]}
 COST_SIZES = {"tiny": "tiny_random", "135m": "smollm2_135m_random"}  # model size: at 4 x 4 x 24
@@ -324,8 +370,7 @@ def bench_cost(repeats: int, steps: int, out_dir: str, overrides: list[str]) -> 
             axis, value, args = points[i]
             print(f"[{rep + 1}/{repeats}] {axis}={value}", flush=True)
             runs[i].append(run_once(os.path.join(out_dir, f"{axis}_{value}_{rep}"),
-                                    ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", "eval.prompts=8",
-                                     "checkpoint.every=0", *args, *overrides]))
+                                    [*short_run(steps), *args, *overrides]))
     res: dict = {}
     for i, (axis, value, args) in enumerate(points):
         row = {k: statistics.median(r[k] for r in runs[i]) for k in (*PHASES, "response_length")}
@@ -367,9 +412,11 @@ def plot_cost(res: dict, path: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis.bench")
-    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor", "cost"])
-    ap.add_argument("--size", default="tiny", choices=list(TRL_WORLDS), help="trl, floor: the arith world's policy or SmolLM2-135M")
-    ap.add_argument("--steps", type=int, default=None, help="trl, floor: steps per run (default 60); cost: 8")
+    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor", "cost", *VARIANTS])
+    ap.add_argument("--size", default="tiny", choices=list(VARIANT_WORK),
+                    help="trl, floor: the arith world's policy (tiny) or SmolLM2-135M; sync, replicas, async: a random model of "
+                         "either shape, or (arith) the arith world's base policy")
+    ap.add_argument("--steps", type=int, default=None, help="trl, floor, async: steps per run (default 60); cost, sync, replicas: 8")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
@@ -381,8 +428,10 @@ def main(argv=None):
     ap.add_argument("--out-dir", default=None, help="algos, neighbour: where the runs go (default outputs/bench_<what>)")
     ap.add_argument("overrides", nargs="*", help="algos, neighbour: extra rl.run overrides for every run")
     a = ap.parse_intermixed_args(argv)  # rl.run overrides may follow the options
+    if a.what in ("trl", "floor") and a.size not in TRL_WORLDS:
+        ap.error(f"--size {a.size}: {a.what} takes one of {', '.join(TRL_WORLDS)}")
     a.out_dir = a.out_dir or f"outputs/bench_{a.what}"
-    a.steps = a.steps or (8 if a.what == "cost" else 60)
+    a.steps = a.steps or (8 if a.what in ("cost", "sync", "replicas") else 60)
     if a.what == "trl":
         res = bench_trl(a.repeats, a.size, a.steps, a.out_dir, a.overrides)
         print(f"{' '.join(res['work'])}; median of {a.repeats} alternating runs each; gold gain on "
@@ -412,6 +461,17 @@ def main(argv=None):
                 print(f"{axis:<20}{r['value']!s:>7}{r['step_s']:>8.3f}{r['gen_s']:>8.3f}{r['learn_s']:>8.3f}{r['sync_s']:>8.3f}"
                       f"{r['response_length']:>6.1f}{'' if e is None else f'{e:.2f}':>7}")
         print(f"plot: {os.path.join(a.out_dir, 'cost.png')}")
+    elif a.what in VARIANTS:
+        res = bench_variants(a.what, a.repeats, a.size, a.steps, a.out_dir, a.overrides)
+        print(f"{' '.join(res['work'])}; {a.steps} steps a run; medians of {a.repeats} alternating runs each (s/step)")
+        print(f"{a.what:<14}{'step':>8}{'gen':>8}{'learn':>8}{'sync':>8}{'sync %':>8}{'wall s':>8}{'gain':>8}{'gain/min':>9}")
+        for name, r in res["variants"].items():
+            print(f"{name:<14}{r['step_s']:>8.3f}{r['gen_s']:>8.3f}{r['learn_s']:>8.3f}{r['sync_s']:>8.3f}{r['sync_share']:>8.1%}"
+                  f"{r['wall_s']:>8.1f}{r['gold_gain']:>8.3f}{r['gold_gain_per_min']:>9.3f}")
+        last = list(res["variants"].values())[-1]
+        print(f"{a.what}_step_ratio_{a.size}={res['ratio']:.2f}")
+        if a.what == "sync":
+            print(f"sync_share_{a.size}={last['sync_share']:.3f}")
     elif a.what == "neighbour":
         res = bench_neighbour(a.repeats, a.out_dir, a.overrides)
         print(f"{' '.join(NEIGHBOUR_RUN + a.overrides)}; median of {a.repeats} alternating runs each (seconds)")

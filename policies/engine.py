@@ -7,6 +7,8 @@ sampled tokens under the model at temperature 1 with no top-p truncation (vLLM's
 from __future__ import annotations
 
 import os
+import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -50,8 +52,9 @@ class Engine(Protocol):
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Rollout]:
         """Rollouts in prompt-major order: n samples of prompt 0, then of prompt 1, ..."""
 
-    def load_weights(self, state_dict: dict) -> float:
-        """Replace the served weights in place; returns seconds taken."""
+    def load_weights(self, state_dict: dict | str) -> float:
+        """Replace the served weights in place from tensors or a safetensors file (`weights_file`);
+        returns seconds taken."""
 
     def close(self) -> None: ...
 
@@ -91,6 +94,20 @@ def check_state_keys(expected: set, got: set, where: str, optional: set = frozen
     if missing or extra:
         raise EngineError(f"weight sync: state dict does not match {where}: missing {len(missing)} "
                           f"{sorted(missing)[:5]}, unexpected {len(extra)} {sorted(extra)[:5]}")
+
+
+def weights_file(tag: str = "sync") -> str:
+    """A fresh path for a weight-sync safetensors file, in shared memory where there is one (a file in
+    /dev/shm is a copy in RAM: written by the learner, read by the engine on the same node)."""
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    return os.path.join(shm, f"rlhf-{tag}-{os.getpid()}-{uuid.uuid4().hex}.safetensors")
+
+
+def file_keys(path: str) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as fh:
+        return set(fh.keys())
 
 
 ENGINES = ("hf", "vllm")

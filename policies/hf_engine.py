@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Sequence
 
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from policies.engine import Prompt, Rollout, Sampling, check_model_dir, check_state_keys, encode_prompts
@@ -89,11 +90,16 @@ class HFEngine:
                 return k
         return None
 
-    def load_weights(self, state_dict: dict) -> float:
+    def load_weights(self, state_dict: dict | str) -> float:
+        """From tensors, or from a safetensors file (`policies.engine.weights_file`)."""
         t0 = time.perf_counter()
-        check_state_keys(set(self.model.state_dict()), set(state_dict), "the HF engine's model")
+        if isinstance(state_dict, str):
+            state_dict = load_file(state_dict)
+        # a tied head is the embedding's storage: a sync may leave it out
+        optional = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
+        check_state_keys(set(self.model.state_dict()), set(state_dict), "the HF engine's model", optional)
         with torch.no_grad():
-            self.model.load_state_dict(state_dict, strict=True)
+            self.model.load_state_dict(state_dict, strict=False)  # the keys were checked just above
         return time.perf_counter() - t0
 
     def close(self) -> None:

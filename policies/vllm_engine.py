@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +11,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from policies.engine import EngineError, Prompt, Rollout, Sampling, check_model_dir, check_state_keys, encode_prompts
+from policies.engine import (EngineError, Prompt, Rollout, Sampling, check_model_dir, check_state_keys, encode_prompts,
+                             file_keys, weights_file)
 
 
 def checkpoint_keys(model_dir: Path) -> set[str]:
@@ -78,25 +77,33 @@ class VLLMEngine:
                                         "stop" if o.finish_reason == "stop" else "length"))
         return rollouts
 
-    def load_weights(self, state_dict: dict) -> float:
+    def load_weights(self, state_dict: dict | str) -> float:
+        """From tensors, or from a safetensors file another process wrote (`policies.engine.weights_file`;
+        the caller owns and removes it)."""
         t0 = time.perf_counter()
-        tensors = {k: v.detach().contiguous() for k, v in state_dict.items()
-                   if not (self.tied and k == "lm_head.weight")}  # tied: the checkpoint has no lm_head
-        check_state_keys(self.keys, set(tensors), str(self.path), optional={"lm_head.weight"} if self.tied else set())
-        # collective_rpc cannot pickle tensors to the worker; a safetensors file in shared memory can.
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-        path = os.path.join(shm, f"rlhf-sync-{os.getpid()}-{uuid.uuid4().hex}.safetensors")
+        optional = {"lm_head.weight"} if self.tied else set()  # tied: the checkpoint has no lm_head
+        if isinstance(state_dict, str):
+            check_state_keys(self.keys, file_keys(state_dict), str(self.path), optional)
+            self._reload(state_dict)
+            return time.perf_counter() - t0
+        tensors = {k: v.detach().contiguous() for k, v in state_dict.items() if not (self.tied and k == "lm_head.weight")}
+        check_state_keys(self.keys, set(tensors), str(self.path), optional)
+        # collective_rpc hands the worker a path, not tensors: with a separate engine process
+        # (VLLM_ENABLE_V1_MULTIPROCESSING=1, GPU) tensors would be pickled; a file in shared memory is not
+        path = weights_file()
         try:
             save_file(tensors, path)
-            self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s,
-                                    args=(path, self.refresh_tied_head))
-            # cached prompt-prefix KV blocks hold the old weights' keys and values: a shared prefix
-            # (few-shot chat prompts) would be decoded against them (measured: mean |Δ log p| 0.05)
-            self.llm.reset_prefix_cache()
+            self._reload(path)
         finally:
             if os.path.exists(path):
                 os.remove(path)
         return time.perf_counter() - t0
+
+    def _reload(self, path: str) -> None:
+        self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s, args=(path, self.refresh_tied_head))
+        # cached prompt-prefix KV blocks hold the old weights' keys and values: a shared prefix
+        # (few-shot chat prompts) would be decoded against them (measured: mean |Δ log p| 0.05)
+        self.llm.reset_prefix_cache()
 
     def close(self) -> None:
         del self.llm

@@ -16,9 +16,23 @@ def init_ray(cfg) -> None:
     if cfg.address:
         ray.init(address=cfg.address, runtime_env={"env_vars": env}, log_to_driver=cfg.log_to_driver)
     else:
+        _this_machine_only()
         ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False,
                  object_store_memory=int(cfg.object_store_gib * 2**30), runtime_env={"env_vars": env},
                  log_to_driver=cfg.log_to_driver)
+
+
+def _this_machine_only() -> None:
+    """A Ray started by this process serves this machine only. Left alone, its GCS, raylet, workers and
+    autoscaler listen on every interface (measured: `::` and 0.0.0.0) and usage statistics are reported
+    home; Ray's single-node mode gives every process the loopback address instead (a setting read when
+    Ray picks the node IP, so set both the variable and the value already read). The dashboard's web
+    server is off (include_dashboard=False: its process loads the usage-stats module only)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def omp_env(cfg) -> dict:

@@ -74,9 +74,36 @@ class Learner:
     def state_dict(self) -> dict:
         """A CPU copy of the policy's weights (what the engine loads): with LoRA, merged into the base
         weights (computed aside: merging in place and back would drift the base by rounding)."""
-        if self.lora:
+        return self._engine_weights(copy=True)
+
+    def _engine_weights(self, copy: bool) -> dict:
+        if self.lora:  # merged_state_dict computes new tensors anyway
             return merged_state_dict(self.policy)
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=copy) for k, v in self.policy.state_dict().items()}
+
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def write_weights(self, path: str) -> str:
+        """The engine's weights as a safetensors file at `path` (`policies.engine.weights_file`, in shared
+        memory; the driver, on this node, owns and removes it): an engine on this node reads it straight
+        away, with no trip through Ray's object store. A tied head is left out (its storage is the
+        embedding's). Returns `path`."""
+        tensors = self._engine_weights(copy=False)  # save_file copies them out itself
+        if getattr(self.policy.config, "tie_word_embeddings", False):
+            tensors.pop("lm_head.weight", None)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+        return path
+
+    @torch.no_grad()
+    def engine_gap(self, rollouts) -> dict:
+        """Mean and max |learner - engine| log-prob over the rollouts' tokens (temperature 1): the sync
+        check where the step's own batch cannot give it (asynchronous generation)."""
+        from policies.logprobs import check_logprobs
+
+        return check_logprobs(self.policy, rollouts)
 
     @torch.no_grad()
     def kl_to_ref(self, rollouts, temperature: float = 1.0) -> list[float]:

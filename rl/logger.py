@@ -32,9 +32,11 @@ class MetricLogger:
         """Drop metrics.jsonl records after `step` (a resumed run repeats them)."""
         self.jsonl.close()
         with open(self.path) as f:
-            keep = [line for line in f if json.loads(line)["step"] <= step]
-        with open(self.path, "w") as f:
-            f.writelines(keep)
+            lines = f.read().splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):  # the last record, torn by a killed process
+            print(f"{self.path}: dropped a torn last line ({len(lines[-1])} chars) before resuming")
+            lines.pop()
+        write_atomic(self.path, "".join(line for line in lines if json.loads(line)["step"] <= step))
         self.jsonl = open(self.path, "a")
 
     def log(self, step: int, metrics: dict) -> None:

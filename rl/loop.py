@@ -10,6 +10,7 @@ run one after another, so every actor may use all `cluster.threads_per_actor` co
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -21,8 +22,10 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from policies.actor import call
-from policies.engine import Sampling
+from policies.engine import Sampling, weights_file
 from policies.sync import check_gap
+from rl import checkpoint
+from rl.placement import Placement
 
 # Reward types that are plain functions of the text (no model): scored in the driver, which saves an
 # actor's start-up (a process importing torch) and a round trip per step.
@@ -61,6 +64,40 @@ class _RewardActor:
                         if isinstance(getattr(self.source, attr, None), (int, float))}
 
 
+ON_NAN = ("error", "skip")
+SYNC_VIA = ("auto", "object_store")
+
+
+def check_scores(scores, prompts, texts, what: str, on_nan: str = "error", nan_ok: bool = False) -> int:
+    """A reward batch must have one finite score per response: otherwise an error naming the source
+    (`what`) and one offending sample. `on_nan: skip` lets non-finite proxy scores through for the
+    caller to leave out (returned: how many); `nan_ok` lets NaN (not inf) through: a gold that marks
+    what it cannot score (a verifier's `unverifiable: nan`)."""
+    if len(scores) != len(texts):
+        raise ValueError(f"{what} returned {len(scores)} scores for {len(texts)} responses (one score per response)")
+    bad = [i for i, x in enumerate(scores) if not _finite(x) and not (nan_ok and x != x)]
+    if bad and on_nan != "skip":
+        i = bad[0]
+        raise ValueError(f"{what} gave {len(bad)} non-finite score(s) in a batch of {len(texts)}, e.g. {scores[i]!r} "
+                         f"for prompt {prompts[i][:200]!r} -> response {texts[i][:200]!r}; fix the source, or set "
+                         "reward.on_nan=skip to leave such groups out of the update (counted as faults/nan_groups)")
+    return len(bad)
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except TypeError:  # None, a string: not a score
+        return False
+
+
+def drop_nonfinite_groups(rs, proxy, gold, k: int):
+    """The groups (k rollouts each, prompt-major) whose proxy scores are all finite, and how many were dropped."""
+    keep = [g for g in range(len(rs) // k) if all(map(_finite, proxy[g * k : (g + 1) * k]))]
+    pick = lambda xs: [x for g in keep for x in xs[g * k : (g + 1) * k]]  # noqa: E731
+    return pick(rs), pick(proxy), pick(gold), len(rs) // k - len(keep)
+
+
 def _mean(xs) -> float:
     """The mean of the numbers that are not NaN (URPO marks rollouts without a gold or a label)."""
     xs = [x for x in xs if x == x]
@@ -80,6 +117,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     t_start = time.time()
     checked = validate(cfg)  # every config problem, one line each, before anything is built or started
     algo, task, gold_cfg, proxy_cfg = checked.algo, checked.task, checked.gold, checked.proxy
+    resume = checkpoint.resume_point(cfg.resume, run_dir)  # a damaged checkpoint stops the run here
     # the world's zoo only when something reads it, and only the artifacts read: a non-arith run
     # builds nothing, the default run (CDR) the base policy and the strong model
     wanted = zoo_artifacts(proxy_cfg) + zoo_artifacts(gold_cfg)
@@ -96,12 +134,12 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             critic_path = resolve_critic(cfg, policy_path, zoo_dir)
     init_ray(cfg.cluster)
     timeout, threads = cfg.engine.rpc_timeout_s, cfg.cluster.threads_per_actor
-    engine = start_engine(cfg.engine, policy_path)
+    placement = Placement(cfg, cfg.algo.name != "bon", cfg.engine.start_timeout_s)
+    engine = start_engine(cfg.engine, policy_path, placement.engine())
     reward_actor = ray.remote(num_cpus=cfg.cluster.reward_cpus)(_RewardActor)
     proxy, gold = (_RewardActor(c, zoo_dir, None, local=True) if in_process(c) else reward_actor.remote(c, zoo_dir, threads)
                    for c in (proxy_cfg, gold_cfg))
     eval_items = task.items("eval", cfg.eval.prompts, cfg.seed)
-    resume = _resume_from(cfg, run_dir)
     log = MetricLogger(run_dir, purge_from=resume[1]["step"] + 1 if resume else 0)
     if not resume:  # a fresh run in a used directory: no stale generations either
         shutil.rmtree(os.path.join(run_dir, "samples"), ignore_errors=True)
@@ -114,25 +152,37 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         p, g = proxy.score.remote(prompts, texts, items), gold.score.remote(prompts, texts, items)
         (proxy_scores, extra), (gold_scores, _) = call(p, f"reward '{cfg.reward.name}'", timeout), call(g, "gold", timeout)
         counters.update(extra)
+        skipped = check_scores(proxy_scores, prompts, texts, f"reward '{cfg.reward.name}'", cfg.reward.get("on_nan", "error"))
+        counters["faults/nonfinite_rewards"] = counters.get("faults/nonfinite_rewards", 0.0) + skipped
+        check_scores(gold_scores, prompts, texts, f"gold '{gold_cfg.name}'", nan_ok=True)
         return proxy_scores, gold_scores
 
     actors = [a for a in (proxy, gold) if not isinstance(a, _RewardActor)]
+    nodes = {"engine": engine.nodes()}  # the Ray node ids the actors run on (in the summary)
     try:
         if cfg.algo.name == "bon":
             summary = _run_bon(cfg, algo, engine, score, eval_items, log, run_dir)
         else:
             learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.get("learner_gpus", 0))(Learner)
-            learner = learner_actor.remote(policy_path, cfg.algo, threads, cfg.seed, critic_path, cfg.policy.get("lora"))
+            learner = learner_actor.options(**placement.learner()).remote(policy_path, cfg.algo, threads, cfg.seed,
+                                                                          critic_path, cfg.policy.get("lora"))
             actors.append(learner)
-            ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo)
+            nodes["learner"] = call(learner.node.remote(), "learner", timeout)
+            # the file lives in one node's /dev/shm and the driver removes it: the driver must be there too
+            same_node = {*nodes["engine"], nodes["learner"]} == {ray.get_runtime_context().get_node_id()}
+            via_file = same_node and cfg.engine.get("sync_via", "auto") == "auto"
+            nodes["weight_sync"] = "shm_file" if via_file else "object_store"
+            ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo, via_file=via_file)
             summary = _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume)
     finally:
         log.close()
         engine.close()
         for actor in actors:
             ray.kill(actor)
+        placement.remove()
     summary.update({"algo": cfg.algo.name, "reward": cfg.reward.name, "gold": gold_cfg.name, "task": task.name,
                     "task_rows_dropped": dict(task.dropped), "engine": cfg.engine.name, "policy": policy_path,
+                    "nodes": nodes, "placement": placement.layout,
                     "wall_s": round(time.time() - t_start, 1)})
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -153,10 +203,13 @@ def _run_bon(cfg, algo, engine, score, items, log, run_dir) -> dict:
                                            max_tokens=cfg.algo.max_tokens, seed=cfg.seed))
     gen_s = time.time() - t
     proxy, gold = score([items[r.prompt_index] for r in rs], [r.text for r in rs])
-    per = lambda xs: [xs[i * N : (i + 1) * N] for i in range(len(items))]  # noqa: E731
+    rs, proxy, gold, dropped = drop_nonfinite_groups(rs, proxy, gold, N)  # reward.on_nan=skip: whole pools
+    if not rs:
+        raise ValueError(f"every pool has a non-finite reward from '{cfg.reward.name}' (reward.on_nan=skip left none)")
+    per = lambda xs: [xs[i * N : (i + 1) * N] for i in range(len(rs) // N)]  # noqa: E731
     rows = algo.curves(per(proxy), per(gold), N)
     for row in rows:
-        log.log(row["n"], {k: v for k, v in row.items() if k != "n"} | {"perf/gen_s": gen_s})
+        log.log(row["n"], {k: v for k, v in row.items() if k != "n"} | {"perf/gen_s": gen_s, "faults/nan_groups": dropped})
     with open(os.path.join(run_dir, "bon_curve.json"), "w") as f:
         json.dump(rows, f, indent=2)
     for row in rows:
@@ -167,7 +220,7 @@ def _run_bon(cfg, algo, engine, score, items, log, run_dir) -> dict:
     return {"proxy_initial": rows[0]["reward/proxy"], "proxy_final": rows[-1]["reward/proxy"],
             "gold_initial": rows[0]["reward/gold"], "gold_final": rows[-1]["reward/gold"],
             "kl_final": rows[-1]["kl/bon_exact"], "kl_bound_final": rows[-1]["kl/bon"], "n_max": N,
-            "prompts": len(items)}
+            "prompts": len(rs) // N, "pools_dropped": dropped}
 
 
 def _evaluate(ctx, learner, items, timeout, run_dir, step) -> dict:
@@ -180,6 +233,10 @@ def _evaluate(ctx, learner, items, timeout, run_dir, step) -> dict:
     _write_samples(run_dir, step, items, texts, proxy, gold, kl)
     out = {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
            "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
+    if cfg.algo.get("async_generation"):  # the steps' own batches are one update stale: check the sync here
+        d = call(learner.engine_gap.remote(rs), "learner", timeout)
+        check_gap(d["mean"], d["max"], d["tokens"], cfg.engine.sync_tolerance, f"on the evaluation after step {step}")
+        out["eval/sync_logprob_diff"] = d["mean"]
     kinds = sorted({it.kind for it, g in zip(items, gold) if g == g})  # a kind the gold scores none of (NaN) is left out
     if len(kinds) > 1:  # gold per kind (arith: add, open)
         out |= {f"eval/gold_{k}": _mean([g for it, g in zip(items, gold) if it.kind == k]) for k in kinds}
@@ -199,47 +256,28 @@ def _write_samples(run_dir, step, items, texts, proxy, gold, kl) -> None:
                  "".join(json.dumps(dict(zip(keys, row))) + "\n" for row in rows))
 
 
-def _resume_from(cfg, run_dir: str) -> tuple[str, dict] | None:
-    """The newest checkpoint and its driver state when `resume=true` and there is one."""
-    if not cfg.resume or not _checkpoints(run_dir):
-        return None
-    ckpt = _checkpoints(run_dir)[-1]
-    with open(os.path.join(ckpt, "driver.json")) as f:
-        return ckpt, json.load(f)
-
-
-def _checkpoints(run_dir: str) -> list[str]:
-    root = os.path.join(run_dir, "checkpoints")
-    return sorted(os.path.join(root, d) for d in os.listdir(root) if d.startswith("step_")) if os.path.isdir(root) else []
-
-
-def _save_checkpoint(run_dir, step, learner, state, keep, timeout) -> None:
-    """policy (HF) + optimizer + RNG (learner) and step, data position, first eval (driver), written
-    aside and renamed: an interrupted save leaves no half-written checkpoint."""
-    final = os.path.join(run_dir, "checkpoints", f"step_{step:06d}")
-    tmp = final + ".tmp"
-    call(learner.save_checkpoint.remote(tmp), "learner", timeout)
-    with open(os.path.join(tmp, "driver.json"), "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, final)
-    for old in _checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old)
-
-
 def data_seed(seed: int, step: int, rounds: int = 0):
     """The seed of a step's train prompts (and of each further resampling round's): (seed, step) alone,
     so a resumed run, or a benchmark giving another trainer the same work, draws the same prompts."""
     return seed * 1_000_003 + step if rounds == 0 else f"{seed * 1_000_003 + step}r{rounds}"
 
 
-def _sample_batch(cfg, task, engine, score, step: int, sampling: dict):
+def submit_round(cfg, task, engine, step: int, rounds: int, sampling: dict):
+    """Start generating one sampling round of a step: its items and a function that waits for the rollouts."""
+    items = task.items("train", cfg.algo.prompts_per_step, data_seed(cfg.seed, step, rounds), distinct=False)
+    return items, engine.submit([it.engine_prompt for it in items],
+                                Sampling(**sampling, seed=cfg.seed * 100_003 + step + rounds * 1_000_000_007))
+
+
+def _sample_batch(cfg, task, engine, score, step: int, sampling: dict, prefetched=None):
     """One step's prompt-major rollouts with their proxy and gold scores.
 
     With algo.dynamic_sampling=resample (DAPO) groups whose proxy scores are all equal carry no
     signal: they are dropped and more prompts drawn, up to algo.max_sample_rounds rounds, until the
     batch holds prompts_per_step groups (short of that, the step trains on the groups it has; with
     none, on the last round's). Every round's prompts and samples depend on (seed, step, round)
-    alone, so a resumed run replays them.
+    alone, so a resumed run replays them. `prefetched`: the first round, already submitted
+    (`submit_round`; asynchronous generation).
     """
     import torch
 
@@ -250,14 +288,19 @@ def _sample_batch(cfg, task, engine, score, step: int, sampling: dict):
     kept, rounds, discarded, surplus = ([], [], []), 0, 0, 0
     stats = {"perf/gen_s": 0.0, "perf/reward_s": 0.0, "perf/tokens_per_s": 0.0}
     while True:
-        items = task.items("train", a.prompts_per_step, data_seed(cfg.seed, step, rounds), distinct=False)
         t = time.time()
-        rs = engine.generate([it.engine_prompt for it in items], Sampling(**sampling, seed=cfg.seed * 100_003 + step + rounds * 1_000_000_007))
+        items, wait = prefetched if prefetched and not rounds else submit_round(cfg, task, engine, step, rounds, sampling)
+        rs = wait()
         stats["perf/tokens_per_s"] += sum(len(r.completion_ids) for r in rs)  # tokens, per second below
         stats["perf/gen_s"] += time.time() - t
         t = time.time()
         proxy, gold = score([items[r.prompt_index] for r in rs], [r.text for r in rs])
         stats["perf/reward_s"] += time.time() - t
+        rs, proxy, gold, dropped = drop_nonfinite_groups(rs, proxy, gold, k)  # reward.on_nan=skip
+        stats["faults/nan_groups"] = stats.get("faults/nan_groups", 0.0) + dropped
+        if not rs:
+            raise ValueError(f"step {step}: every group has a non-finite reward from '{cfg.reward.name}' (reward.on_nan=skip "
+                             "left nothing to train on)")
         rounds += 1
         if not resample:
             break
@@ -281,6 +324,20 @@ def _sample_batch(cfg, task, engine, score, step: int, sampling: dict):
                             "dynamic/surplus_groups": float(surplus), "dynamic/groups": float(groups)})
 
 
+def _sync(ctx, learner) -> float:
+    """The learner's weights into the engine; the engine's load time. On one node through a safetensors
+    file in shared memory (the learner writes it, the engine reads it: at the SmolLM2-135M shape 0.82 s
+    a sync against 3.44 s through the object store, BENCHMARKS.md), across nodes through the object store."""
+    if not ctx.via_file:
+        return ctx.engine.load_weights(learner.state_dict.remote())
+    path = weights_file()
+    try:  # the path goes to the learner and, once written, straight to the engine actor (no driver stop)
+        return ctx.engine.load_weights(learner.write_weights.remote(path))
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
 def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -> dict:
     cfg, task, engine, score = ctx.cfg, ctx.task, ctx.engine, ctx.score
     a = cfg.algo
@@ -290,7 +347,7 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
         ckpt, state = resume
         call(learner.load_checkpoint.remote(ckpt), "learner", timeout)
         start, first = state["step"], state["first_eval"]
-        engine.load_weights(learner.state_dict.remote())
+        _sync(ctx, learner)
         log.truncate(start)
         print(f"resumed from {ckpt} at step {start}")
     else:
@@ -298,19 +355,31 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
         log.log(0, first)
     last = first
     bar = tqdm(range(start, a.steps), desc=f"{a.name} {cfg.reward.name}", unit="step", initial=start, total=a.steps)
+    prefetched = None  # algo.async_generation: the next step's first round, generated during this step's update
     for step in bar:
         t0 = time.time()
         # Each step's prompts depend on (seed, step) alone: a resumed run sees the same data.
         if hasattr(ctx.algo, "sample"):  # an algorithm that builds its own batch (URPO's three kinds)
             rs, proxy, gold, drawn = ctx.algo.sample(ctx, step)
         else:
-            rs, proxy, gold, drawn = _sample_batch(cfg, task, engine, score, step, sampling)
+            rs, proxy, gold, drawn = _sample_batch(cfg, task, engine, score, step, sampling, prefetched)
+        stale = prefetched is not None  # sampled by the weights before the previous update
         t2 = time.time()
-        m = call(learner.update.remote(rs, proxy), "learner", timeout)
-        check_gap(m["sync/logprob_diff"], m["sync/logprob_diff_max"], m.pop("sync/tokens"), cfg.engine.sync_tolerance,
-                  f"on step {step}'s sampled tokens")
+        update = learner.update.remote(rs, proxy)
+        # the engine generates the next step's rollouts while the learner updates; the weight sync
+        # below queues behind that generation on the engine actor
+        prefetched = (submit_round(cfg, task, engine, step + 1, 0, sampling)
+                      if a.get("async_generation") and step + 1 < a.steps else None)
+        m = call(update, "learner", timeout)
+        gap = m.pop("sync/logprob_diff"), m.pop("sync/logprob_diff_max"), m.pop("sync/tokens")
+        if stale:  # one update behind: the gap is the staleness, not a sync fault (checked at evaluations)
+            m |= {"async/logprob_gap": gap[0], "async/logprob_gap_max": gap[1]}
+        else:
+            check_gap(*gap, cfg.engine.sync_tolerance, f"on step {step}'s sampled tokens")
+            m |= {"sync/logprob_diff": gap[0], "sync/logprob_diff_max": gap[1]}
+        m["async/staleness"] = float(stale)
         t3 = time.time()
-        sync_s = engine.load_weights(learner.state_dict.remote())
+        sync_s = _sync(ctx, learner)
         t4 = time.time()
         tokens = sum(len(r.completion_ids) for r in rs)
         m.update({"reward/proxy": _mean(proxy), "reward/gold": _mean(gold),
@@ -324,9 +393,9 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
         bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}",
                         **({"kl": f"{m['kl/k1']:.2f}"} if "kl/k1" in m else {}))
         if cfg.checkpoint.every and ((step + 1) % cfg.checkpoint.every == 0 or step + 1 == a.steps):
-            _save_checkpoint(run_dir, step + 1, learner, {"step": step + 1, "first_eval": first,
-                                                          "data_position": (step + 1) * a.prompts_per_step},
-                             cfg.checkpoint.keep, timeout)
+            checkpoint.save(run_dir, step + 1, lambda d: call(learner.save_checkpoint.remote(d), "learner", timeout),
+                            {"step": step + 1, "first_eval": first, "data_position": (step + 1) * a.prompts_per_step},
+                            cfg.checkpoint.keep)
         if cfg.stop_after is not None and step + 1 >= cfg.stop_after:  # simulates an interrupted run
             break
     extra = {f"{k[5:]}_{when}": ev[k] for k in first if k.startswith(("eval/referee_", "eval/gold_"))

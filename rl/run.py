@@ -35,7 +35,7 @@ def engine_demo(cfg: DictConfig) -> dict:
     for r in rollouts[:: cfg.demo.sampling.n]:
         print(f"[{cfg.engine.name}] {prompts[r.prompt_index]!r} -> {r.text!r} ({r.finish_reason}, "
               f"{len(r.completion_ids)} tokens, mean log p {sum(r.logprobs) / max(1, len(r.logprobs)):.3f})")
-    policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
     gen = torch.Generator().manual_seed(cfg.seed)
     syncs = []
     for step in range(cfg.demo.sync_rounds):

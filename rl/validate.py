@@ -38,6 +38,14 @@ def validate(cfg: DictConfig) -> Checked:
             errors.append(str(e).strip("'\""))
 
     algo = check(get_algo, cfg.algo.name)
+    from rl.loop import ON_NAN, SYNC_VIA
+    from rl.placement import LAYOUTS, STRATEGIES
+
+    for key, allowed, default in (("reward.on_nan", ON_NAN, "error"), ("engine.sync_via", SYNC_VIA, "auto"),
+                                  ("cluster.placement", LAYOUTS, "none"), ("cluster.placement_strategy", STRATEGIES, "PACK")):
+        value = _get(cfg, key)
+        if (default if value is None else value) not in allowed:
+            errors.append(f"{key}={value!r}; expected one of: {', '.join(allowed)}")
     check(check_engine_name, cfg.engine.name)
     if cfg.policy.source == "path":
         check(check_model_dir, cfg.policy.path, "policy.path")
@@ -77,6 +85,14 @@ def validate(cfg: DictConfig) -> Checked:
         errors.append("a referee (type referee) ranks responses against each other and gives no pointwise reward: "
                       "score it with `python -m analysis.static reward=referee judge_protocol=both_orders`; a run whose "
                       "policy is its own referee is algo=urpo")
+    if cfg.algo.get("async_generation"):
+        why = [w for w, bad in (("algo.temperature must be 1 (the ratio uses the engine's log-probs, which are at 1)",
+                                 cfg.algo.get("temperature", 1.0) != 1),
+                                ("algo.dynamic_sampling=resample draws further rounds after the update",
+                                 cfg.algo.get("dynamic_sampling") == "resample"),
+                                (f"algo={cfg.algo.name} builds its batch itself", cfg.algo.name in ("urpo", "bon")))
+               if bad]
+        errors.extend(f"algo.async_generation=true: {w}" for w in why)
     if cfg.algo.name == "urpo":
         if cfg.reward.get("type") != "rule":
             errors.append(f"algo=urpo scores its verifiable prompts with the task's verifier: set reward=rule "
@@ -94,9 +110,30 @@ def validate(cfg: DictConfig) -> Checked:
         value = _get(cfg, key)
         if value is not None and (not isinstance(value, int) or value < 1):
             errors.append(f"{key}={value!r}: expected a positive integer")
+    errors.extend(_resource_problems(cfg, proxy, gold))
     if errors:
         raise ValueError("invalid config:\n  " + "\n  ".join(errors))
     return Checked(algo, task, proxy, gold)
+
+
+def _resource_problems(cfg, proxy, gold) -> list[str]:
+    """On a Ray this run starts (cluster.address null), its actors' CPU shares must fit cluster.num_cpus:
+    an actor that does not fit never starts and the run would wait for it until engine.start_timeout_s."""
+    replicas = cfg.engine.get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 1:
+        return [f"engine.replicas={replicas!r}: expected a positive integer"]
+    c = cfg.cluster
+    if c.address or c.num_cpus is None or proxy is None or gold is None:
+        return []
+    from rl.loop import in_process
+
+    rewards = sum(not in_process(x) for x in (proxy, gold))
+    need = replicas * cfg.engine.num_cpus + (c.learner_cpus if cfg.algo.name != "bon" else 0) + rewards * c.reward_cpus
+    if need <= c.num_cpus + 1e-9:
+        return []
+    return [f"the run's actors ask Ray for {need:g} CPUs (engine.replicas={replicas} x engine.num_cpus={cfg.engine.num_cpus}"
+            f" + cluster.learner_cpus={c.learner_cpus} + {rewards} reward actor(s) x cluster.reward_cpus={c.reward_cpus})"
+            f" but cluster.num_cpus={c.num_cpus}: lower engine.num_cpus (a share, e.g. 0.5) or raise cluster.num_cpus"]
 
 
 def _get(cfg, dotted: str):

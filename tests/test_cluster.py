@@ -71,3 +71,33 @@ def test_workers_get_the_openmp_spin_count(ray_local):
         return os.environ.get("GOMP_SPINCOUNT")
 
     assert CONF.omp_spincount == 2000 and ray.get(env.remote()) == "2000"
+
+
+def test_engine_replicas_split_prompts_and_all_get_the_weights(ray_local, echo_model):
+    """Two vLLM replicas: each prompt keeps the seed it has in one engine, so the rollouts are one
+    engine's; a sync reaches both (greedy continuations from both halves are the new policy's)."""
+    from policies.logprobs import check_logprobs
+
+    cfg = OmegaConf.merge(OmegaConf.load("conf/engine/vllm.yaml"), {"num_cpus": 0.5, "threads": 1})
+    prompts = [f"Q:{i}{i}{i}=" for i in range(1, 6)]  # 5 prompts: chunks of 3 and 2
+    one = start_engine(cfg, echo_model)
+    try:
+        want = one.generate(prompts, Sampling(n=2, max_tokens=12, seed=7))
+    finally:
+        one.close()
+    two = start_engine(OmegaConf.merge(cfg, {"replicas": 2}), echo_model)
+    try:
+        assert len(set(two.nodes())) == 1 and len(two.clients) == 2
+        got = two.generate(prompts, Sampling(n=2, max_tokens=12, seed=7))
+        assert [(r.prompt_index, r.completion_ids) for r in got] == [(r.prompt_index, r.completion_ids) for r in want]
+        policy = AutoModelForCausalLM.from_pretrained(echo_model, dtype=torch.float32)
+        with torch.no_grad():
+            for p in policy.parameters():
+                p.mul_(1.05)
+        two.load_weights(policy.state_dict())
+        greedy = two.generate(prompts, Sampling(n=1, temperature=0, max_tokens=12))
+        assert [r.prompt_index for r in greedy] == [0, 1, 2, 3, 4]
+        assert check_logprobs(policy, greedy)["max"] < 1e-4
+        assert check_logprobs(policy, greedy[3:])["max"] < 1e-4  # the second replica's half
+    finally:
+        two.close()

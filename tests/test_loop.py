@@ -58,6 +58,7 @@ def test_grpo_runs_with_every_reward_source(reward, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [0, 1, 2]
     assert json.loads((tmp_path / "summary.json").read_text())["reward"] == reward
+    assert summary["nodes"]["weight_sync"] == "shm_file"  # one node: driver, engine and learner share /dev/shm
     assert ("reward/parse_failures" in tb) == (reward == "judge")  # the judge counts unparsable verdicts
     samples = sorted((tmp_path / "samples").iterdir())
     assert [p.name for p in samples] == ["step_000000.jsonl", "step_000001.jsonl", "step_000002.jsonl"]
@@ -275,3 +276,29 @@ def test_text_only_rewards_are_scored_in_the_driver_and_model_rewards_in_actors(
     assert not in_process(c({"type": "combination", "parts": [{"type": "arith_rule"}, {"type": "lora_judge"}]}))
     local = _RewardActor(c({"name": "len", "type": "length", "unit": "chars"}), None, 1, local=True)
     assert local.score.remote(["p", "q"], ["abc", "hello"]) == ([3.0, 5.0], {})  # answered at once, no actor
+
+
+def test_async_generation_trains_on_rollouts_of_the_weights_before_the_update(tmp_path):
+    """algo.async_generation: step 2's rollouts are generated during step 1's update, so by the base
+    weights. Checked independently: the base policy in a local engine, given step 2's prompts and
+    seed, writes texts whose hand-computed gold mean and mean length are the run's step-2 ones. Steps after
+    the first are marked stale, their learner-engine gap is the update (not a sync fault), and each
+    evaluation checks the sync instead."""
+    from policies.engine import Sampling, make_engine
+    from rl.loop import data_seed
+    from rl.tasks import make_task
+
+    cfg = config(*SMALL, "engine=hf", "algo.steps=3", "eval.every=3", "algo.async_generation=true")
+    summary = run(cfg, str(tmp_path))
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["async/staleness"] for r in rows[1:]] == [0.0, 1.0, 1.0]
+    assert rows[1]["sync/logprob_diff"] < 1e-4  # the first step's rollouts are fresh: checked as always
+    assert all(r["async/logprob_gap"] > 1e-3 for r in rows[2:])  # lr 1e-4 moved the weights
+    assert all(r["eval/sync_logprob_diff"] < 1e-4 for r in rows if "eval/reward_gold" in r)
+    items = make_task(cfg.task).items("train", 4, data_seed(cfg.seed, 1), distinct=False)
+    engine = make_engine("hf", summary["policy"])
+    rs = engine.generate([it.engine_prompt for it in items], Sampling(n=4, temperature=1.0, max_tokens=cfg.algo.max_tokens,
+                                                                       seed=cfg.seed * 100_003 + 1))
+    gold = [hand_gold(items[r.prompt_index].text, r.text) for r in rs]
+    assert rows[2]["reward/gold"] == pytest.approx(sum(gold) / len(gold))
+    assert rows[2]["response/length"] == pytest.approx(sum(len(r.completion_ids) for r in rs) / len(rs))

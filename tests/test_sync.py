@@ -46,6 +46,22 @@ def test_embedding_only_change_reaches_tied_lm_head(engine, echo_model):
     assert sync_weights(engine, policy, PROBES, tolerance=1e-3).logprob_diff_mean < 1e-5
 
 
+def test_weights_file_without_tied_head(engine, echo_model, tmp_path):
+    """The loop's one-node sync: a safetensors file written elsewhere, the tied head left out."""
+    from safetensors.torch import save_file
+
+    policy = perturbed(echo_model, 0.2, seed=6)
+    state = {k: v.clone() for k, v in policy.state_dict().items() if k != "lm_head.weight"}
+    path = str(tmp_path / "w.safetensors")
+    save_file(state, path)
+    engine.load_weights(path)
+    after = engine.generate(PROBES, Sampling(max_tokens=12, seed=0))
+    assert check_logprobs(policy, after)["max"] < 1e-4
+    save_file({k: v for k, v in state.items() if "q_proj" not in k}, path)
+    with pytest.raises(EngineError, match=r"missing \d+ \[.*'model.layers.0.self_attn.q_proj.weight'"):
+        engine.load_weights(path)
+
+
 def test_stale_tensor_is_detected(engine, echo_model):
     old = AutoModelForCausalLM.from_pretrained(echo_model, dtype=torch.float32).state_dict()
     policy = perturbed(echo_model, 0.05, seed=3)

@@ -88,3 +88,19 @@ def test_a_policy_from_another_worlds_zoo(tmp_path):
     [line] = problems(tmp_path, "task=smol_arith", "policy=smollm2_135m", "reward=rule", "policy.artifact=rm_l")
     assert line == "world 'smol' has no zoo artifact 'rm_l'; it has: base, pairs, judge_lora, rm"
     validate(config(f"cache_dir={tmp_path / 'cache'}", "task=smol_arith", "policy=smollm2_135m", "reward=rule"))
+
+
+def test_fault_and_scale_out_keys(tmp_path):
+    lines = problems(tmp_path, "reward.on_nan=ignore", "engine.sync_via=nfs", "engine.replicas=0")
+    assert lines == ["reward.on_nan='ignore'; expected one of: error, skip",
+                     "engine.sync_via='nfs'; expected one of: auto, object_store",
+                     "engine.replicas=0: expected a positive integer"]
+
+
+def test_actors_must_fit_the_local_ray(tmp_path):
+    # 2 engines x 1 + learner 0.5 + one reward actor (rm_l; the arith gold runs in the driver) x 0.25 = 2.75 > 2
+    [line] = problems(tmp_path, "engine.replicas=2", "reward=rm_l")
+    assert line.startswith("the run's actors ask Ray for 2.75 CPUs (engine.replicas=2 x engine.num_cpus=1 + "
+                           "cluster.learner_cpus=0.5 + 1 reward actor(s) x cluster.reward_cpus=0.25) but cluster.num_cpus=2")
+    assert validate(config("engine.replicas=2", "engine.num_cpus=0.5", "reward=rm_l"))  # 1 + 0.5 + 0.25
+    assert validate(config("engine.replicas=2", "cluster=existing", "reward=rm_l"))  # a cluster's own resources

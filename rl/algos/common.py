@@ -10,6 +10,11 @@ What the learner computes per step is only what the config needs (as TRL and ver
 - the reference pass only when beta > 0 (or an adaptive beta) or `algo.kl.log_every_step`: then
   kl/k1 and kl/k3 are logged every step; otherwise the KL is measured at evaluation (eval/kl).
 
+With `algo.async_generation` a step's rollouts were sampled by the weights before the previous
+update (one step off-policy): the clipped ratio is then pi_learner / pi_engine, the engine's own
+log-probs of the sampled tokens (temperature 1, so the run samples at 1), as verl's and OpenRLHF's
+asynchronous modes do.
+
 Log-probs for the update (ratios, KL, entropy) are those of the sampling distribution,
 softmax(logits / algo.temperature), as TRL, verl and OpenRLHF compute them; the check against the
 engine uses temperature-1 log-probs (the engine reports those, vLLM's raw_logprobs).
@@ -65,6 +70,7 @@ class Batch:
     kl: torch.Tensor         # (B, T-1) the configured KL estimate of old vs ref, 0 off the mask (and without ref)
     scores: torch.Tensor     # (B,) the reward source's scores
     fused: bool = False      # raw, old, entropy are filled by the update's own forward (single_pass)
+    behaviour: bool = False  # ratios against engine_lp, the policy that sampled (algo.async_generation)
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
@@ -157,7 +163,8 @@ def prepare(learner, rollouts, rewards: list[float]) -> Batch:
         old, raw, entropy = _forward(learner.policy, ids, attn, cfg.temperature, micro, chunk)
     ref = _forward(learner.ref, ids, attn, cfg.temperature, micro, chunk)[0] if needs_ref(learner) else None
     kl = L.kl_estimate(old, ref, cfg.kl.estimator) * mask if ref is not None and not fused else torch.zeros(mask.shape)
-    return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32), fused)
+    return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32), fused,
+                 bool(cfg.get("async_generation")))
 
 
 def needs_ref(learner) -> bool:
@@ -230,7 +237,9 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
                     with torch.no_grad():
                         raw = logp if cfg.temperature == 1 else token_logprobs_entropy(logits, x, 1.0, chunk)[0]
                     b.old[mu, :t], b.raw[mu, :t], b.entropy[mu, :t] = logp.detach().cpu(), raw.cpu(), entropy.detach().cpu()
-                old = b.old[mu, :t].to(dev)
+                # with asynchronous generation the rollouts come from the weights before the last update:
+                # the ratio is taken against the policy that sampled them (the engine's, temperature 1)
+                old = (b.engine_lp if b.behaviour else b.old)[mu, :t].to(dev)
                 kl_sum += (L.kl_estimate(old, logp.detach(), "k3") * mu_mask).sum().item()
                 adv_mu = (adv[mu] if adv.dim() == 1 else adv[mu, :t]).to(dev)
                 per_token, clipped = L.clipped_pg_loss(logp, old, adv_mu, cfg.clip_low, cfg.clip_high, cfg.dual_clip)
