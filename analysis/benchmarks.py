@@ -1,15 +1,21 @@
 """Static benchmark loaders: a file (JSONL, JSONL.gz, JSON, parquet) or a Hugging Face dataset
-by name, turned into rows of one of five kinds by a named adapter (`bench.format`).
+by name, turned into rows of one of these kinds by a named adapter (`bench.format`).
 
 Kinds (what the scorer in analysis/rewardbench.py expects):
   pairs        prompt, chosen, rejected, subset, id                     (RewardBench v1)
   v2           id, prompt, chosen[], rejected[], num_correct, subset    (RewardBench 2; index 0 correct)
   one_vs_many  prompt, chosen[], rejected[], subset, id                 (RewardMATH)
   bon          prompt, completions[], correct[], subset, id             (best-of-n pick; correct: bools or float gold)
-A row may also carry `answer` (the GSM8K adapters: the reference's final answer), which a verifier
-reads as its item's reference.
   rm_bench     prompt, chosen[3], rejected[3], subset, id               (RM-Bench styles; subset = the
                record's `domain`, e.g. safety-refuse: scored in its domain, the part before '-')
+  mrb          pairs + language                                          (M-RewardBench)
+  rag          pairs, subset = the scenario                              (RAG-RewardBench)
+  long         prompt, answers[] (shown order), golden[], tasktype, subtype, length, subset = the task
+                                                                         (Long-RewardBench)
+  vl           prompt (the query), responses[2], human_ranking, image (bytes), id
+                                                                         (VL-RewardBench: a judge protocol only)
+Scorers of the last four: analysis/seedbench.py. A row may also carry `answer` (the GSM8K
+adapters: the reference's final answer), which a verifier reads as its item's reference.
 
 Schema errors name the file, the row and the field. Rows an adapter cannot use (e.g. a GSM8K
 question with no wrong solution) are dropped *and counted* by reason.
@@ -66,15 +72,36 @@ def read_records(path: str) -> list[dict]:
     return data
 
 
-def read_hf(name: str, split: str) -> list[dict]:
-    """A Hugging Face dataset split by name (needs the network, or the datasets cache)."""
+def read_hf(name: str, split: str, config: str | None = None, data_files: str | None = None) -> list[dict]:
+    """A Hugging Face dataset split by name, optionally one config or one data file of it (needs
+    the network, or the datasets cache)."""
+    what = f"{name!r}" + (f" config {config!r}" if config else "") + (f" file {data_files!r}" if data_files else "")
     try:
         import datasets
 
-        return list(datasets.load_dataset(name, split=split))
+        return list(datasets.load_dataset(name, config, split=split, data_files=data_files))
     except Exception as e:  # offline machines fail deep inside datasets/hub with many error types
-        raise ValueError(f"cannot load Hugging Face dataset {name!r} split {split!r}: {type(e).__name__}: {e}. "
+        raise ValueError(f"cannot load Hugging Face dataset {what} split {split!r}: {type(e).__name__}: {e}. "
                          f"This machine may be offline; download it elsewhere and set bench.path to the file") from None
+
+
+def hf_parts(cfg) -> list[tuple[str, str, list[dict]]]:
+    """(source, label, records) per part of `bench.hf`: one per config (`configs`: M-RewardBench's
+    languages, narrowed by `bench.languages`, English from `english` when it is set; Long-RewardBench's
+    tasks), one per data file (`files`: RAG-RewardBench's scenarios), or the one split. The label is
+    the config, or the file's name up to its first dot."""
+    hf = cfg.hf
+    if hf.get("configs"):
+        out = []
+        for c in cfg.get("languages") or hf.configs:
+            name, split, config = (hf.english.name, hf.english.split, None) if c == "eng_Latn" and hf.get("english") \
+                else (hf.name, hf.split, c)
+            out.append((f"hf:{name}" + (f"/{config}" if config else "") + f"[{split}]", c, read_hf(name, split, config)))
+        return out
+    if hf.get("files"):
+        return [(f"hf:{hf.name}/{f}[{hf.split}]", Path(f).name.split(".")[0], read_hf(hf.name, hf.split, data_files=f))
+                for f in hf.files]
+    return [(f"hf:{hf.name}[{hf.split}]", cfg.name, read_hf(hf.name, hf.split))]
 
 
 # --- adapters: raw record -> row of a kind ---------------------------------------------------
@@ -90,14 +117,14 @@ def _get(rec: dict, key: str, kind, where: str):
     return list(v) if kind is list else v
 
 
-def rb1(rec, where, cfg):
+def rb1(rec, where, cfg, label):
     return {"prompt": _get(rec, "prompt", str, where), "chosen": _get(rec, "chosen", str, where),
             "rejected": _get(rec, "rejected", str, where),
             "subset": cfg.get("subset_map", {}).get(rec.get("subset"), rec.get("subset", cfg.name)),
             "id": rec.get("id")}
 
 
-def rb2(rec, where, cfg):
+def rb2(rec, where, cfg, label):
     chosen, rejected = _get(rec, "chosen", list, where), _get(rec, "rejected", list, where)
     num_correct = rec.get("num_correct", len(chosen))
     if not isinstance(num_correct, int) or not 1 <= num_correct <= len(chosen):
@@ -106,12 +133,12 @@ def rb2(rec, where, cfg):
             "rejected": rejected, "num_correct": num_correct, "subset": _get(rec, "subset", str, where)}
 
 
-def one_vs_many(rec, where, cfg):
+def one_vs_many(rec, where, cfg, label):
     return {"prompt": _get(rec, "prompt", str, where), "chosen": _get(rec, "chosen", list, where),
             "rejected": _get(rec, "rejected", list, where), "subset": rec.get("subset", cfg.name), "id": rec.get("id")}
 
 
-def rm_bench(rec, where, cfg):
+def rm_bench(rec, where, cfg, label):
     row = {"prompt": _get(rec, "prompt", str, where), "chosen": _get(rec, "chosen", list, where),
            "rejected": _get(rec, "rejected", list, where), "subset": rec.get("domain", cfg.name), "id": rec.get("id")}
     for key in ("chosen", "rejected"):
@@ -142,7 +169,7 @@ def _gsm8k_answer(truth: str, where: str) -> str:
     return truth[cut + 3:].strip()
 
 
-def gsm8k_1vn(rec, where, cfg):
+def gsm8k_1vn(rec, where, cfg, label):
     """The reference solution (ends 'A: <n>') against the model solutions graded wrong."""
     wrong = [s["solution"] for s in _gsm8k_solutions(rec, where) if not s["is_correct"]]
     if not wrong:
@@ -152,7 +179,7 @@ def gsm8k_1vn(rec, where, cfg):
             "answer": _gsm8k_answer(truth, where), "subset": "gsm8k", "id": rec.get("id")}
 
 
-def gsm8k_bo4(rec, where, cfg):
+def gsm8k_bo4(rec, where, cfg, label):
     sols = _gsm8k_solutions(rec, where)
     return {"prompt": _get(rec, "question", str, where), "completions": [s["solution"] for s in sols],
             "correct": [s["is_correct"] for s in sols], "answer": _gsm8k_answer(_get(rec, "ground_truth", str, where), where),
@@ -162,7 +189,7 @@ def gsm8k_bo4(rec, where, cfg):
 HH_TURN = "\n\nAssistant:"
 
 
-def hh_pairs(rec, where, cfg):
+def hh_pairs(rec, where, cfg, label):
     """Anthropic HH: both texts are the same conversation but for the final assistant turn."""
     chosen, rejected = _get(rec, "chosen", str, where), _get(rec, "rejected", str, where)
     cut_c, cut_r = chosen.rfind(HH_TURN), rejected.rfind(HH_TURN)
@@ -175,9 +202,70 @@ def hh_pairs(rec, where, cfg):
             "subset": cfg.name, "id": rec.get("id")}
 
 
+def mrb(rec, where, cfg, label):
+    """M-RewardBench: one language's RewardBench pair; the subset in `source` (the current schema) or
+    `subset` (the Sep 2024 one, and RewardBench itself: the English side); the language in
+    `language`, else the config or file name (e.g. arb_Arab.jsonl)."""
+    lang = rec.get("language") or label
+    if cfg.get("languages") and lang not in cfg.languages:
+        raise Drop("language not in bench.languages")
+    subset = rec.get("source") or rec.get("subset")
+    if not isinstance(subset, str):
+        raise ValueError(f"{where}: missing field 'source' (or 'subset'): the RewardBench subset of the pair")
+    return {"prompt": _get(rec, "prompt", str, where), "chosen": _get(rec, "chosen", str, where),
+            "rejected": _get(rec, "rejected", str, where), "subset": subset, "language": lang, "id": rec.get("id")}
+
+
+def rag(rec, where, cfg, label):
+    """RAG-RewardBench: the retrieved references (`prompt`, one rendered string) then the `question`
+    make the user turn [the layout is our assumption: no official template exists]; the scenario is
+    `subset`, else the file (reason, citation, abstain, conflict, helpful, harmless). The rejected
+    side's field is `reject`."""
+    question = _get(rec, "question", str, where)
+    refs = _get(rec, "prompt", str, where)
+    return {"prompt": f"{refs}\n\n{question}" if refs else question, "chosen": _get(rec, "chosen", str, where),
+            "rejected": _get(rec, "reject", str, where), "subset": rec.get("subset") or label, "id": rec.get("id")}
+
+
+def long_file(records: list[dict], label: str) -> tuple[list[dict], Counter]:
+    """Long-RewardBench: one task file shuffled as the official preprocessing does (seed 42)."""
+    from analysis.seedbench import long_shuffle
+
+    kept = long_shuffle(records)
+    dropped = Counter({"tasktype not PairWise or BestOfN": len(records) - len(kept)} if len(records) > len(kept) else {})
+    return [rec | {"_index": i, "_order": order} for i, rec, order in kept], dropped
+
+
+def long_rb(rec, where, cfg, label):
+    turns = rec.get("prompt_template")
+    if not (isinstance(turns, list) and turns and all(isinstance(t, dict) and isinstance(t.get("content"), str) for t in turns)):
+        raise ValueError(f"{where}: field 'prompt_template' must be a non-empty list of {{role, content}} messages")
+    best_of_n = rec.get("tasktype") == "BestOfN"
+    answers = _get(rec, "candidates", list, where) if best_of_n else [_get(rec, "chosen", str, where), _get(rec, "rejected", str, where)]
+    return {"prompt": "\n\n".join(t["content"] for t in turns), "answers": [answers[i] for i in rec["_order"]],
+            "golden": rec["_order"], "tasktype": rec.get("tasktype"), "subtype": str(rec.get("subtype")),
+            "length": rec.get("ctx_length_for_length"), "subset": label, "id": rec.get("id", rec["_index"])}
+
+
+def vl_rb(rec, where, cfg, label):
+    """VL-RewardBench: an image, a query and two responses with the human ranking ([0, 1]: the first preferred)."""
+    responses = _get(rec, "response", list, where)
+    ranking = rec.get("human_ranking")
+    if len(responses) != 2 or sorted(ranking or []) != [0, 1]:
+        raise ValueError(f"{where}: fields 'response' and 'human_ranking' must hold 2 responses and a ranking [0, 1] or [1, 0]")
+    image = rec.get("image")
+    image = image.get("bytes") if isinstance(image, dict) else image
+    if not isinstance(image, bytes):
+        raise ValueError(f"{where}: field 'image' must hold the image's bytes (or {{'bytes': ...}})")
+    return {"prompt": _get(rec, "query", str, where), "responses": responses, "human_ranking": list(ranking),
+            "image": image, "id": str(_get(rec, "id", None, where)), "subset": rec.get("query_source", cfg.name)}
+
+
 ADAPTERS = {"rb1": ("pairs", rb1), "rb2": ("v2", rb2), "one_vs_many": ("one_vs_many", one_vs_many),
             "rm_bench": ("rm_bench", rm_bench), "gsm8k_1vn": ("one_vs_many", gsm8k_1vn),
-            "gsm8k_bo4": ("bon", gsm8k_bo4), "hh": ("pairs", hh_pairs)}
+            "gsm8k_bo4": ("bon", gsm8k_bo4), "hh": ("pairs", hh_pairs), "mrb": ("mrb", mrb), "rag": ("rag", rag),
+            "long_rb": ("long", long_rb), "vl_rb": ("vl", vl_rb)}
+PER_FILE = {"long_rb": long_file}  # formats whose rows depend on the whole file (an order drawn per file)
 
 
 def resolve_path(path: str, zoo_dir: Path | None) -> str:
@@ -187,6 +275,20 @@ def resolve_path(path: str, zoo_dir: Path | None) -> str:
             raise ValueError(f"bench path {path!r} needs the world zoo")
         return str(zoo_dir / "data" / path[4:])
     return path if os.path.isabs(path) else str(REPO / path)
+
+
+DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+
+
+def expand(path: str) -> list[str]:
+    """A file, or a directory's data files in name order (one per task or scenario: Long-RewardBench's
+    Cite.jsonl ..., RAG-RewardBench's abstain.jsonl ...)."""
+    if not os.path.isdir(path):
+        return [path]
+    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(DATA_SUFFIXES))
+    if not files:
+        raise ValueError(f"benchmark directory {path!r} holds no {', '.join(DATA_SUFFIXES)} files")
+    return files
 
 
 def in_split(prompt: str, cfg) -> str:
@@ -210,33 +312,41 @@ def load(cfg, zoo_dir: Path | None = None) -> Bench:
     kind, adapt = ADAPTERS[cfg.format]
     if cfg.get("path"):
         paths = [cfg.path] if isinstance(cfg.path, str) else list(cfg.path)
-        sources = [resolve_path(p, zoo_dir) for p in paths]
-        records = [(src, i, rec) for src in sources for i, rec in enumerate(read_records(src))]
+        files = [f for p in paths for f in expand(resolve_path(p, zoo_dir))]
+        parts = [(src, os.path.basename(src).split(".")[0], read_records(src)) for src in files]
     elif cfg.get("hf"):
-        src = f"hf:{cfg.hf.name}[{cfg.hf.split}]"
-        sources = [src]
-        records = [(src, i, rec) for i, rec in enumerate(read_hf(cfg.hf.name, cfg.hf.split))]
+        parts = hf_parts(cfg)
     else:
         raise ValueError(f"benchmark {cfg.name!r}: set bench.path (a local file) or bench.hf.name and bench.hf.split")
-    rows, dropped = [], Counter()
-    for src, i, rec in records:
-        where = f"{src}: row {i}"
-        if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-        try:
-            row = adapt(rec, where, cfg)
-        except Drop as d:
-            dropped[str(d)] += 1
-            continue
-        if cfg.get("split") and in_split(row["prompt"], cfg) != cfg.split:
-            dropped[f"in the {'train' if cfg.split == 'test' else 'test'} split (bench.split)"] += 1
-            continue
-        if row.get("id") is None:
-            row["id"] = len(rows)
-        rows.append(row)
+    sources = [src for src, _, _ in parts]
+    rows, dropped, read = [], Counter(), sum(len(recs) for _, _, recs in parts)
+    for src, label, recs in parts:
+        for i, rec in enumerate(recs):
+            if not isinstance(rec, dict):
+                raise ValueError(f"{src}: row {i}: expected a JSON object, got {type(rec).__name__}")
+        if cfg.format in PER_FILE:
+            recs, lost = PER_FILE[cfg.format](recs, label)
+            dropped += lost
+        for i, rec in enumerate(recs):
+            where = f"{src}: row {rec.get('_index', i)}"
+            try:
+                row = adapt(rec, where, cfg, label)
+            except Drop as d:
+                dropped[str(d)] += 1
+                continue
+            if cfg.get("split") and in_split(row["prompt"], cfg) != cfg.split:
+                dropped[f"in the {'train' if cfg.split == 'test' else 'test'} split (bench.split)"] += 1
+                continue
+            if row.get("id") is None:
+                row["id"] = len(rows)
+            rows.append(row)
+    missing = sorted(set(cfg.get("languages") or []) - {r.get("language") for r in rows})
+    if missing:
+        raise ValueError(f"benchmark {cfg.name!r}: bench.languages names {', '.join(missing)} but {', '.join(sources)} "
+                         f"has no rows in {'it' if len(missing) == 1 else 'them'}")
     if not rows:
         raise ValueError(f"benchmark {cfg.name!r}: no usable rows in {', '.join(sources)}")
     if cfg.get("limit") and cfg.limit < len(rows):
         keep = sorted(random.Random(cfg.get("seed", 0)).sample(range(len(rows)), cfg.limit))
         rows = [rows[i] for i in keep]
-    return Bench(cfg.name, kind, rows, ", ".join(sources), len(records), dropped)
+    return Bench(cfg.name, kind, rows, ", ".join(sources), read, dropped)

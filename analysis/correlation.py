@@ -54,7 +54,7 @@ def _sub_config(cfg: DictConfig, kind: str, source: str, seed: int | None = None
         harness = OmegaConf.load(conf_file("", "static"))  # the static CLI's own scoring settings
         return {"kind": kind, "world": base["world"], "reward": base["reward"],
                 "bench": OmegaConf.to_container(OmegaConf.load(conf_file("bench", study["bench"])))
-                | ({"limit": study["static_rows"]} if study.get("static_rows") else {}),
+                | (study.get("bench_override") or {}) | ({"limit": study["static_rows"]} if study.get("static_rows") else {}),
                 "seed": base["seed"], "batch_size": harness.batch_size, "batch_chars": harness.batch_chars,
                 "max_chars": OmegaConf.to_container(harness.max_chars), "cache_dir": base["cache_dir"],
                 "metric": study.get("static_metric", "overall")}

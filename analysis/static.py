@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from analysis import rewardbench as rb
+from analysis import seedbench as sb
 from analysis.benchmarks import Bench, load
 from rewards import call_score
 from rl.logger import write_atomic
@@ -87,12 +88,17 @@ def score_flat(source, prompts: list[str], responses: list[str], batch_size: int
     return out
 
 
+PAIR_KINDS = ("pairs", "mrb", "rag")  # a chosen and a rejected response per row
+
+
 def completions(bench: Bench, row: dict) -> list[str]:
     """The responses of one row in scoring order."""
-    if bench.kind == "pairs":
+    if bench.kind in PAIR_KINDS:
         return [row["chosen"], row["rejected"]]
     if bench.kind == "bon":
         return list(row["completions"])
+    if bench.kind == "long":
+        return list(row["answers"])
     return list(row["chosen"]) + list(row["rejected"])
 
 
@@ -103,6 +109,12 @@ def aggregate(bench: Bench, scores: list[list[float]]) -> dict:
         return rb.v1_scores(rows, [s[0] for s in scores], [s[1] for s in scores])
     if kind == "v2":
         return rb.v2_scores(rows, scores)
+    if kind == "mrb":
+        return sb.mrb_scores(rows, [s[0] for s in scores], [s[1] for s in scores])
+    if kind == "rag":
+        return sb.rag_scores(rows, [s[0] for s in scores], [s[1] for s in scores])
+    if kind == "long":
+        return sb.long_scores(rows, [sb.scalar_credit(row["golden"], s) for row, s in zip(rows, scores)])
     per = defaultdict(list)
     if kind == "one_vs_many":
         for row, s in zip(rows, scores):
@@ -143,8 +155,11 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
     bench = load(cfg.bench, zoo_dir)
     source = source or make_source(cfg.reward, zoo_dir)
     cut = Cutter(cfg.max_chars.prompt, cfg.max_chars.response)
-    flat, scores, result = [], None, None
-    if hasattr(source, "score"):
+    flat, scores, result, protocol = [], None, None, None
+    if bench.kind == "vl":  # a judge protocol only: its per-item verdicts stand as the row scores
+        result = vl_judge(cfg, source, bench)
+        scores = result.pop("verdicts")
+    elif hasattr(source, "score"):
         flat_p, flat_r, sizes, items = [], [], [], []
         for row in bench.rows:
             comps = completions(bench, row)
@@ -158,7 +173,8 @@ def evaluate(cfg: DictConfig, source=None) -> dict:
     elif not cfg.get("judge_protocol"):
         raise ValueError(f"reward {cfg.reward.name!r} ranks responses against each other and has no pointwise score: "
                          "set judge_protocol=both_orders or pairwise_once (a pairs benchmark)")
-    protocol = judge_protocol(cfg, source, bench, cut) if cfg.get("judge_protocol") else None
+    if cfg.get("judge_protocol"):
+        protocol = judge_protocol(cfg, source, bench, cut)
     return {"bench": bench.name, "kind": bench.kind, "reward": cfg.reward.name, "source": bench.source,
             "records_read": bench.read, "rows_scored": len(bench.rows), "rows_dropped": dict(bench.dropped),
             "texts_cut": {"prompts": cut.cut["prompt"], "responses": cut.cut["response"], "max_chars": dict(cfg.max_chars)},
@@ -182,7 +198,7 @@ def judge_protocol(cfg, source, bench: Bench, cut) -> dict:
     name = cfg.judge_protocol
     if name not in PROTOCOLS:
         raise ValueError(f"judge_protocol={name!r}; expected one of: {', '.join(PROTOCOLS)} (or null)")
-    if bench.kind != "pairs":
+    if bench.kind not in PAIR_KINDS:
         raise ValueError(f"judge_protocol applies to pairs benchmarks; {bench.name!r} is {bench.kind!r}")
     method = "generate_verdicts" if name == "ratings" else "compare"
     if not hasattr(source, method):
@@ -228,6 +244,35 @@ def judge_protocol(cfg, source, bench: Bench, cut) -> dict:
     # a referee cuts each candidate to its own max_candidate_chars (counted on the source)
     return {"protocol": name, "per_subset": out, "overall": float(np.mean(list(out.values()))), **extra,
             "verdict_parse_errors": errors, "candidates_cut": getattr(source, "cut", 0), "verdicts": verdicts}
+
+
+def vl_judge(cfg, source, bench: Bench) -> dict:
+    """VL-RewardBench's protocol (analysis/seedbench.py) with a judge that sees images:
+    `source.judge_images(prompts, images) -> [text]`, sampled as the judge is configured (the
+    official run: temperature 0.2, top_p 0.2, 2048 tokens). Each item is judged `bench.k` times, each
+    time in an order drawn at random (seeded by `seed`; the official draw is unseeded)."""
+    import random
+
+    if not hasattr(source, "judge_images"):
+        raise ValueError(f"benchmark {bench.name!r} needs a vision-language judge (a reward source with "
+                         f"judge_images(prompts, images)); reward {cfg.reward.name!r} reads text only")
+    rng, k = random.Random(cfg.seed), int(cfg.bench.get("k", 10))
+    calls = [(i, rng.random() < 0.5) for i in range(len(bench.rows)) for _ in range(k)]
+    texts = []
+    for start in tqdm(range(0, len(calls), cfg.batch_size), desc=f"{cfg.reward.name} on {bench.name}", unit="batch"):
+        batch = calls[start : start + cfg.batch_size]
+        got = source.judge_images([sb.vl_prompt(bench.rows[i]["prompt"], bench.rows[i]["responses"], swap) for i, swap in batch],
+                                  [bench.rows[i]["image"] for i, _ in batch])
+        if len(got) != len(batch):
+            raise ValueError(f"reward {cfg.reward.name!r} returned {len(got)} judgements for {len(batch)} prompts")
+        texts += got
+    flags = defaultdict(list)
+    for (i, swap), text in zip(calls, texts):
+        flags[i].append(sb.vl_flag(text, bench.rows[i]["human_ranking"], swap))
+    labels = [sb.vl_majority(flags[i]) for i in range(len(bench.rows))]
+    return sb.vl_scores([r["id"] for r in bench.rows], labels) | {
+        "protocol": "vl_rewardbench", "k": k, "unparsed_judgements": sum(f.count("doesntMatch") for f in flags.values()),
+        "verdicts": [flags[i] for i in range(len(bench.rows))]}
 
 
 def headline(res: dict) -> float | None:
