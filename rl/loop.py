@@ -9,6 +9,7 @@ run one after another, so every actor may use all `cluster.threads_per_actor` co
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from policies.actor import call
-from policies.engine import Sampling, weights_file
+from policies.engine import Rollout, Sampling, weights_file
 from policies.sync import check_gap
 from rl import checkpoint
 from rl.placement import Placement
@@ -262,9 +263,13 @@ def data_seed(seed: int, step: int, rounds: int = 0):
     return seed * 1_000_003 + step if rounds == 0 else f"{seed * 1_000_003 + step}r{rounds}"
 
 
+def round_items(cfg, task, step: int, rounds: int = 0) -> list:
+    return task.items("train", cfg.algo.prompts_per_step, data_seed(cfg.seed, step, rounds), distinct=False)
+
+
 def submit_round(cfg, task, engine, step: int, rounds: int, sampling: dict):
     """Start generating one sampling round of a step: its items and a function that waits for the rollouts."""
-    items = task.items("train", cfg.algo.prompts_per_step, data_seed(cfg.seed, step, rounds), distinct=False)
+    items = round_items(cfg, task, step, rounds)
     return items, engine.submit([it.engine_prompt for it in items],
                                 Sampling(**sampling, seed=cfg.seed * 100_003 + step + rounds * 1_000_000_007))
 
@@ -353,9 +358,15 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
     else:
         first = _evaluate(ctx, learner, eval_items, timeout, run_dir, 0)
         log.log(0, first)
+    # algo.async_generation: the next step's first round, generated during this step's update; a
+    # checkpoint keeps it (sampled by the weights before its step's update), so a resumed run trains
+    # on the very rollouts the interrupted one would have
+    prefetched = None
+    if resume and state.get("prefetched") is not None:
+        kept = [Rollout(**r) for r in state["prefetched"]]
+        prefetched = (round_items(cfg, task, start), lambda: kept)
     last = first
     bar = tqdm(range(start, a.steps), desc=f"{a.name} {cfg.reward.name}", unit="step", initial=start, total=a.steps)
-    prefetched = None  # algo.async_generation: the next step's first round, generated during this step's update
     for step in bar:
         t0 = time.time()
         # Each step's prompts depend on (seed, step) alone: a resumed run sees the same data.
@@ -393,9 +404,14 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
         bar.set_postfix(proxy=f"{m['reward/proxy']:.3f}", gold=f"{m['reward/gold']:.3f}",
                         **({"kl": f"{m['kl/k1']:.2f}"} if "kl/k1" in m else {}))
         if cfg.checkpoint.every and ((step + 1) % cfg.checkpoint.every == 0 or step + 1 == a.steps):
+            state = {"step": step + 1, "first_eval": first, "data_position": (step + 1) * a.prompts_per_step}
+            if prefetched:  # wait for it (the next step would) and keep it
+                items, wait = prefetched
+                ahead = wait()
+                prefetched = (items, lambda ahead=ahead: ahead)
+                state["prefetched"] = [dataclasses.asdict(r) for r in ahead]
             checkpoint.save(run_dir, step + 1, lambda d: call(learner.save_checkpoint.remote(d), "learner", timeout),
-                            {"step": step + 1, "first_eval": first, "data_position": (step + 1) * a.prompts_per_step},
-                            cfg.checkpoint.keep)
+                            state, cfg.checkpoint.keep)
         if cfg.stop_after is not None and step + 1 >= cfg.stop_after:  # simulates an interrupted run
             break
     extra = {f"{k[5:]}_{when}": ev[k] for k in first if k.startswith(("eval/referee_", "eval/gold_"))

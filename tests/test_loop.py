@@ -211,7 +211,10 @@ def test_grpo_on_gold_raises_gold(tmp_path, user_cache):
     [],
     # PPO with the adaptive controller: the critic, its optimizer and beta must come back too
     ["algo=ppo", "algo.kl.coef=0.1", "algo.kl.controller=adaptive", "algo.kl.target=0.5", "algo.kl.horizon=40"],
-], ids=["grpo", "ppo_adaptive"])
+    # asynchronous generation: step 3's rollouts were generated during step 2's update, by the
+    # weights before it; the checkpoint keeps them, so the resumed step 3 trains on the same ones
+    ["engine=hf", "algo.async_generation=true"],
+], ids=["grpo", "ppo_adaptive", "grpo_async"])
 def test_resume_continues_at_the_right_step(algo, tmp_path):
     """Interrupted after step 3 with a checkpoint at step 2: the resumed run repeats step 3, ends at
     step 4 with the same numbers as an uninterrupted run, and its logs hold each step once."""
@@ -225,7 +228,8 @@ def test_resume_continues_at_the_right_step(algo, tmp_path):
     lines = {d: [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"}
     assert [x["step"] for x in lines["b"]] == [0, 1, 2, 3, 4]
     for x, y in zip(lines["a"], lines["b"]):
-        for key in ("reward/proxy", "reward/gold", "policy/entropy", "kl/k1", "kl/coef", "value/loss", "eval/reward_gold"):
+        for key in ("reward/proxy", "reward/gold", "policy/entropy", "kl/k1", "kl/coef", "value/loss", "eval/reward_gold",
+                    "async/staleness", "async/logprob_gap"):
             assert x.get(key) == pytest.approx(y.get(key), abs=1e-6), (x["step"], key)
     assert resumed["steps"] == full["steps"] == 4
     assert resumed["gold_final"] == pytest.approx(full["gold_final"]) and resumed["gold_initial"] == full["gold_initial"]

@@ -139,7 +139,10 @@ def test_an_unparsable_verdict_leaves_the_group_out():
 
 
 def test_a_left_out_group_changes_nothing_in_the_update(tmp_path):
-    """The update on [kept, left out (NaN)] equals GRPO's on the kept group alone: same parameters."""
+    """The update on [kept, left out (NaN)] equals GRPO's on the kept group alone: the same gradient.
+    (Not the parameters after AdamW: its first step moves every weight by about lr * sign(grad), so
+    a gradient element within rounding of 0, which differs with the batch's padded shape and the
+    CPU's kernels, moves by +-lr either way.)"""
     from policies.tiny import random_model
     from rl.learner import Learner
     from tests.test_microbatch import algo_cfg, rollouts
@@ -154,8 +157,9 @@ def test_a_left_out_group_changes_nothing_in_the_update(tmp_path):
     torch.manual_seed(0)
     alone.update(rs[:2], [1.0, 0.0])
     assert m["urpo/groups_left_out"] == 1.0
+    scale = max(q.grad.abs().max().item() for q in alone.policy.parameters())
     for (name, p), q in zip(both.policy.named_parameters(), alone.policy.parameters()):
-        assert torch.allclose(p, q, atol=1e-6), name
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6 * scale), name
 
 
 def test_the_referee_is_the_live_policy(tmp_path):
@@ -242,21 +246,26 @@ def test_a_referee_from_disk_gives_the_picks_of_greedy_decoding_by_hand(tmp_path
                             "template": "R:{prompt}{candidates}=", "item": "[{i}]{response}", "max_tokens": 16,
                             "max_candidate_chars": None})
     ref = make_source(cfg, zoo_dir)
-    rows = ranking_items("eval", 12, 3, 2)
-    q, a, b = [r["prompt"] for r in rows], [r["candidates"][0] for r in rows], [r["candidates"][1] for r in rows]
-    picks = ref.compare(q, a, b) + ref.compare(q, b, a)
     tok = AutoTokenizer.from_pretrained(zoo_dir / "referee")
     model = AutoModelForCausalLM.from_pretrained(zoo_dir / "referee").eval()
-    expected = []
-    for first, second in ((a, b), (b, a)):
-        for qi, x, y in zip(q, first, second):
-            ids = tok(f"R:{qi}[1]{x}[2]{y}=", add_special_tokens=False, return_tensors="pt").input_ids
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=16,
-                                 pad_token_id=tok.pad_token_id)
-            found = re.findall(r"\d+(?:\s*[>=]\s*\d+)+", tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
-            verdict = re.sub(r"\s", "", found[-1]) if found else ""
-            expected.append({"1>2": "A", "2>1": "B"}.get(verdict))
-    assert picks == expected
+    # the reduced zoo's referee (20 SFT steps) writes a verdict on few rankings, and which ones
+    # depends on the CPU's numerics: more rankings until some verdict parses
+    for n in (16, 64, 256):
+        rows = ranking_items("eval", n, 3, 2)
+        q, a, b = [r["prompt"] for r in rows], [r["candidates"][0] for r in rows], [r["candidates"][1] for r in rows]
+        picks = ref.compare(q, a, b) + ref.compare(q, b, a)
+        expected = []
+        for first, second in ((a, b), (b, a)):
+            for qi, x, y in zip(q, first, second):
+                ids = tok(f"R:{qi}[1]{x}[2]{y}=", add_special_tokens=False, return_tensors="pt").input_ids
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=16,
+                                     pad_token_id=tok.pad_token_id)
+                found = re.findall(r"\d+(?:\s*[>=]\s*\d+)+", tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+                verdict = re.sub(r"\s", "", found[-1]) if found else ""
+                expected.append({"1>2": "A", "2>1": "B"}.get(verdict))
+        assert picks == expected, n
+        if any(p is not None for p in picks):
+            break
     assert any(p is not None for p in picks)
 
 
