@@ -50,16 +50,23 @@ def v1_scores(rows: list[dict], chosen: list[float], rejected: list[float]) -> d
     return out | sections
 
 
+def section_means(acc: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+    """Each RewardBench section with any subset in `acc`: sum of acc_s w_s / sum of w_s over its subsets
+    present (w = `counts`: RewardBench's own, or M-RewardBench's filtered ones)."""
+    out = {}
+    for section, subsets in RB1_SECTIONS.items():
+        have = [s for s in subsets if s in acc]
+        if have:
+            out[section] = sum(acc[s] * counts[s] for s in have) / sum(counts[s] for s in have)
+    return out
+
+
 def rb1_sections(acc: dict[str, float]) -> dict[str, float]:
     """Section scores from per-subset accuracies: Σ acc_s w_s / Σ w_s over the section's subsets
     present (w = RB1_COUNTS); Prior Sets the unweighted mean of its subsets. `rb1_score` = the mean
     of the 4 core sections (the current leaderboard) and `rb1_score_with_prior` = the weighted mean
     with weights 2,2,2,2,1 (the original leaderboard), each only when all its sections are present."""
-    out = {}
-    for section, subsets in RB1_SECTIONS.items():
-        have = [s for s in subsets if s in acc]
-        if have:
-            out[section] = sum(acc[s] * RB1_COUNTS[s] for s in have) / sum(RB1_COUNTS[s] for s in have)
+    out = section_means(acc, RB1_COUNTS)
     prior = [acc[s] for s in RB1_PRIOR if s in acc]
     if prior:
         out["Prior Sets"] = float(np.mean(prior))

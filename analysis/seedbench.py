@@ -30,7 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from analysis.rewardbench import RB1_SECTIONS
+from analysis.rewardbench import RB1_SECTIONS, section_means
 
 # --- M-RewardBench ----------------------------------------------------------------------------
 
@@ -55,11 +55,7 @@ def mrb_scores(rows: list[dict], chosen: list[float], rejected: list[float]) -> 
     out, outside = {}, set()
     for lang, subsets in sorted(per.items()):
         acc = {s: float(np.mean(v)) for s, v in sorted(subsets.items())}
-        cats = {}
-        for cat, names in RB1_SECTIONS.items():
-            have = [s for s in names if s in acc]
-            if have:
-                cats[cat] = sum(acc[s] * MRB_COUNTS[s] for s in have) / sum(MRB_COUNTS[s] for s in have)
+        cats = section_means(acc, MRB_COUNTS)
         outside |= set(acc) - set(MRB_COUNTS)
         out[lang] = {"subsets": acc, "categories": cats, "rows": sum(len(v) for v in subsets.values()),
                      "score": float(np.mean(list(cats.values()))) if cats else float("nan")}

@@ -105,14 +105,11 @@ def completions(bench: Bench, row: dict) -> list[str]:
 def aggregate(bench: Bench, scores: list[list[float]]) -> dict:
     """Benchmark numbers from per-row scores (same order as `completions`)."""
     rows, kind = bench.rows, bench.kind
-    if kind == "pairs":
-        return rb.v1_scores(rows, [s[0] for s in scores], [s[1] for s in scores])
+    if kind in PAIR_KINDS:
+        pairs_scorer = {"pairs": rb.v1_scores, "mrb": sb.mrb_scores, "rag": sb.rag_scores}[kind]
+        return pairs_scorer(rows, [s[0] for s in scores], [s[1] for s in scores])
     if kind == "v2":
         return rb.v2_scores(rows, scores)
-    if kind == "mrb":
-        return sb.mrb_scores(rows, [s[0] for s in scores], [s[1] for s in scores])
-    if kind == "rag":
-        return sb.rag_scores(rows, [s[0] for s in scores], [s[1] for s in scores])
     if kind == "long":
         return sb.long_scores(rows, [sb.scalar_credit(row["golden"], s) for row, s in zip(rows, scores)])
     per = defaultdict(list)
