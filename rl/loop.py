@@ -106,7 +106,7 @@ def _mean(xs) -> float:
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
-    from policies.actor import start_engine
+    from policies.actor import park_engine, start_engine, warm_engine
     from policies.models import resolve_policy
     from rewards import check_source, zoo_artifacts
     from rl.cluster import init_ray
@@ -135,11 +135,20 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             critic_path = resolve_critic(cfg, policy_path, zoo_dir)
     init_ray(cfg.cluster)
     timeout, threads = cfg.engine.rpc_timeout_s, cfg.cluster.threads_per_actor
+    unplaced = cfg.cluster.get("placement", "none") == "none"  # a placement group goes with its run: no parking
+    warm = warm_engine(cfg.engine, policy_path, unplaced)  # before the placement group: a parked engine holds CPUs
     placement = Placement(cfg, cfg.algo.name != "bon", cfg.engine.start_timeout_s)
-    engine = start_engine(cfg.engine, policy_path, placement.engine())
+    engine = warm or start_engine(cfg.engine, policy_path, placement.engine(), wait=False)
+    # every actor starts at once (each is a process importing torch; vLLM's alone takes ~10 s)
     reward_actor = ray.remote(num_cpus=cfg.cluster.reward_cpus)(_RewardActor)
     proxy, gold = (_RewardActor(c, zoo_dir, None, local=True) if in_process(c) else reward_actor.remote(c, zoo_dir, threads)
                    for c in (proxy_cfg, gold_cfg))
+    learner = None
+    if cfg.algo.name != "bon":
+        learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.get("learner_gpus", 0))(Learner)
+        learner = learner_actor.options(**placement.learner()).remote(policy_path, cfg.algo, threads, cfg.seed,
+                                                                      critic_path, cfg.policy.get("lora"))
+    actors = [a for a in (proxy, gold, learner) if a is not None and not isinstance(a, _RewardActor)]
     eval_items = task.items("eval", cfg.eval.prompts, cfg.seed)
     log = MetricLogger(run_dir, purge_from=resume[1]["step"] + 1 if resume else 0)
     if not resume:  # a fresh run in a used directory: no stale generations either
@@ -158,16 +167,14 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         check_scores(gold_scores, prompts, texts, f"gold '{gold_cfg.name}'", nan_ok=True)
         return proxy_scores, gold_scores
 
-    actors = [a for a in (proxy, gold) if not isinstance(a, _RewardActor)]
-    nodes = {"engine": engine.nodes()}  # the Ray node ids the actors run on (in the summary)
+    nodes = {"engine_warm": warm is not None}  # and the Ray node ids the actors run on
+    finished = False
     try:
+        engine.wait()
+        nodes["engine"] = engine.nodes()
         if cfg.algo.name == "bon":
             summary = _run_bon(cfg, algo, engine, score, eval_items, log, run_dir)
         else:
-            learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.get("learner_gpus", 0))(Learner)
-            learner = learner_actor.options(**placement.learner()).remote(policy_path, cfg.algo, threads, cfg.seed,
-                                                                          critic_path, cfg.policy.get("lora"))
-            actors.append(learner)
             nodes["learner"] = call(learner.node.remote(), "learner", timeout)
             # the file lives in one node's /dev/shm and the driver removes it: the driver must be there too
             same_node = {*nodes["engine"], nodes["learner"]} == {ray.get_runtime_context().get_node_id()}
@@ -175,9 +182,13 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             nodes["weight_sync"] = "shm_file" if via_file else "object_store"
             ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo, via_file=via_file)
             summary = _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume)
+        finished = True
     finally:
         log.close()
-        engine.close()
+        if finished:  # an engine is kept warm only after a run that ended well (not one a fault stopped)
+            park_engine(engine, cfg.engine, policy_path, unplaced)
+        else:
+            engine.close()
         for actor in actors:
             ray.kill(actor)
         placement.remove()

@@ -80,6 +80,22 @@ def test_a_fresh_run_in_a_used_directory_logs_only_itself(tmp_path):
     assert sorted(p.name for p in (tmp_path / "samples").iterdir())[-1] == "step_000002.jsonl"
 
 
+def test_a_warm_engine_serves_the_next_run_as_a_fresh_one_would(tmp_path):
+    """A finished run parks its engine; the next run with the same engine and policy reloads the
+    policy's weights into it instead of starting one. Learning must not tell the difference: the same
+    metrics as a run on a fresh engine (engine.keep_warm=false changes the engine config, so that run
+    cannot take the parked engine)."""
+    runs = {}
+    for name, extra in (("a", []), ("warm", []), ("fresh", ["engine.keep_warm=false"])):
+        summary = run(config(*SMALL, "reward=gold", "seed=3", *extra), str(tmp_path / name))
+        lines = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = summary["nodes"]["engine_warm"], [{k: v for k, v in x.items() if not k.startswith("perf/")}
+                                                       for x in lines]
+    assert runs["warm"][0] and not runs["fresh"][0]
+    assert runs["warm"][1] == runs["fresh"][1] == runs["a"][1]
+    assert len(runs["fresh"][1]) == 3 and "sync/logprob_diff" in runs["fresh"][1][1]
+
+
 @pytest.mark.parametrize("reward", SOURCES)
 def test_bon_runs_with_every_reward_source(reward, tmp_path):
     summary = run(config("world=arith_small", "algo=bon", "algo.n_max=8", "eval.prompts=8", f"reward={reward}"),
