@@ -106,17 +106,18 @@ def _mean(xs) -> float:
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
+    from rl.validate import validate
+
+    t_start = time.time()
+    checked = validate(cfg)  # every config problem, one line each, before anything is built or started
     from policies.actor import park_engine, start_engine, warm_engine
     from policies.models import resolve_policy
     from rewards import check_source, zoo_artifacts
     from rl.cluster import init_ray
-    from rl.learner import Learner
+    from rl.learner import Learner  # transformers: seconds of imports a config error need not wait for
     from rl.logger import MetricLogger
-    from rl.validate import validate
     from worlds import zoo
 
-    t_start = time.time()
-    checked = validate(cfg)  # every config problem, one line each, before anything is built or started
     algo, task, gold_cfg, proxy_cfg = checked.algo, checked.task, checked.gold, checked.proxy
     resume = checkpoint.resume_point(cfg.resume, run_dir)  # a damaged checkpoint stops the run here
     # the world's zoo only when something reads it, and only the artifacts read: a non-arith run
