@@ -61,16 +61,16 @@ def _sub_config(cfg: DictConfig, kind: str, source: str, seed: int | None = None
     if kind == "bon":
         base["algo"] = OmegaConf.to_container(OmegaConf.load(conf_file("algo", "bon"))) | {"n_max": study["bon"]["n"]}
     base["checkpoint"] = {"every": 0, "keep": 1}
-    # one sub-job at a time: each task's engine stays warm for the next (the same engine and policy);
-    # side by side, the engines parked in idle task workers would hold CPUs the running ones need
-    base["engine"]["keep_warm"] = bool(base["engine"].get("keep_warm", True)) and study["parallel"] == 1
+    # one sub-job at a time: each task's actors stay warm for the next (rl/warm.py); side by side,
+    # actors parked in idle task workers would hold CPUs the running ones need
+    base["cluster"]["keep_warm"] = bool(base["cluster"].get("keep_warm", True)) and study["parallel"] == 1
     return base | {"kind": kind}
 
 
 def _key(sub: dict) -> str:
     """The cache key: the sub-job's config, less what does not change its result."""
-    if "engine" in sub:
-        sub = sub | {"engine": {k: v for k, v in sub["engine"].items() if k != "keep_warm"}}
+    if "cluster" in sub:
+        sub = sub | {"cluster": {k: v for k, v in sub["cluster"].items() if k != "keep_warm"}}
     return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
 
 

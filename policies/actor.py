@@ -1,10 +1,8 @@
 """A rollout engine living in a Ray actor, behind the same contract as a local engine."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
-from pathlib import Path
 from typing import Sequence
 
 import ray
@@ -144,7 +142,7 @@ def start_engine(cfg, model_path: str, options: list[dict] | None = None, wait: 
     """The engine actor(s) of the `engine` config group (`engine.replicas` of them: started together;
     `options`: each one's Ray actor options). `wait=False`: return at once (call `.wait()`), so the
     caller can start its other actors meanwhile."""
-    kwargs = {k: v for k, v in cfg.items() if k not in ("name", "sync_tolerance", "replicas", "sync_via", "keep_warm")}
+    kwargs = {k: v for k, v in cfg.items() if k not in ("name", "sync_tolerance", "replicas", "sync_via")}
     replicas = int(cfg.get("replicas", 1))
     if replicas < 1:
         raise EngineError(f"engine.replicas={replicas}; expected 1 or more")
@@ -156,52 +154,3 @@ def start_engine(cfg, model_path: str, options: list[dict] | None = None, wait: 
         group.wait()
     return group
 
-
-# An engine a finished run left running (`engine.keep_warm`), for the next run in this process with
-# the same engine config and policy: a Hydra multirun's jobs, a study's sub-runs, the test suite. A
-# vLLM start costs ~10 s on 2 cores (its import alone ~7 s), most of a short run; the next run
-# instead loads the policy's weights into it, as a weight sync does. One at most: it holds its CPUs.
-_parked: dict = {}
-
-
-def _warm_key(cfg, model_path: str):
-    """What must match for a parked engine to serve a run: the engine config, the policy directory
-    (its one weights file is what gets reloaded) and the Ray session (a new one killed the actor)."""
-    from omegaconf import OmegaConf
-
-    files = sorted(Path(model_path).glob("*.safetensors"))
-    if len(files) != 1:
-        return None, None
-    ctx = ray.get_runtime_context()
-    conf = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    conf.pop("sync_tolerance", None)
-    return (json.dumps(conf, sort_keys=True), str(files[0].resolve()), ctx.get_node_id(), ctx.get_job_id()), str(files[0])
-
-
-def warm_engine(cfg, model_path: str, usable: bool = True):
-    """The parked engine, if it matches (`_warm_key`) and `usable` (no placement group), alive and
-    serving the policy's weights again; else None, and any parked engine is stopped (its CPUs freed)."""
-    parked = _parked.pop("engine", None)
-    if parked is None:
-        return None
-    key, weights = _warm_key(cfg, model_path)
-    if usable and key is not None and parked[0] == key:
-        try:
-            parked[1].load_weights(weights)
-            return parked[1]
-        except (ActorDiedError, EngineError):  # killed meanwhile, or it no longer answers: start afresh
-            pass
-    try:
-        parked[1].close()
-    except Exception:  # noqa: BLE001 - an actor of a Ray session that is gone
-        pass
-    return None
-
-
-def park_engine(engine, cfg, model_path: str, usable: bool = True) -> None:
-    """Keep a finished run's engine for the next run (`engine.keep_warm`), or stop it."""
-    key, _ = _warm_key(cfg, model_path)
-    if usable and key is not None and cfg.get("keep_warm", True):
-        _parked["engine"] = (key, engine)
-    else:
-        engine.close()

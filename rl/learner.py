@@ -20,12 +20,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from policies.logprobs import pad_rollouts
 from rl import losses as L
 from rl.algos import common, get_algo
+from rl.warm import Reusable
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 
 
-class Learner:
+class Learner(Reusable):
     def __init__(self, path: str, cfg, threads: int | None = None, seed: int = 0, critic_path: str | None = None,
                  lora=None):
         if threads:

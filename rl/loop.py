@@ -25,7 +25,7 @@ from tqdm import tqdm
 from policies.actor import call
 from policies.engine import Rollout, Sampling, weights_file
 from policies.sync import check_gap
-from rl import checkpoint
+from rl import checkpoint, warm
 from rl.placement import Placement
 
 # Reward types that are plain functions of the text (no model): scored in the driver, which saves an
@@ -39,7 +39,7 @@ def in_process(cfg) -> bool:
     return cfg.get("type") in IN_PROCESS
 
 
-class _RewardActor:
+class _RewardActor(warm.Reusable):
     """A reward source in its own Ray actor, or (`local`) in the driver behind the same `score.remote`."""
 
     def __init__(self, cfg, zoo_dir, threads, local: bool = False):
@@ -110,7 +110,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
     t_start = time.time()
     checked = validate(cfg)  # every config problem, one line each, before anything is built or started
-    from policies.actor import park_engine, start_engine, warm_engine
+    from policies.actor import ActorDiedError, start_engine
+    from policies.engine import EngineError
     from policies.models import resolve_policy
     from rewards import check_source, zoo_artifacts
     from rl.cluster import init_ray
@@ -136,20 +137,39 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             critic_path = resolve_critic(cfg, policy_path, zoo_dir)
     init_ray(cfg.cluster)
     timeout, threads = cfg.engine.rpc_timeout_s, cfg.cluster.threads_per_actor
-    unplaced = cfg.cluster.get("placement", "none") == "none"  # a placement group goes with its run: no parking
-    warm = warm_engine(cfg.engine, policy_path, unplaced)  # before the placement group: a parked engine holds CPUs
-    placement = Placement(cfg, cfg.algo.name != "bon", cfg.engine.start_timeout_s)
-    engine = warm or start_engine(cfg.engine, policy_path, placement.engine(), wait=False)
-    # every actor starts at once (each is a process importing torch; vLLM's alone takes ~10 s)
-    reward_actor = ray.remote(num_cpus=cfg.cluster.reward_cpus)(_RewardActor)
-    proxy, gold = (_RewardActor(c, zoo_dir, None, local=True) if in_process(c) else reward_actor.remote(c, zoo_dir, threads)
-                   for c in (proxy_cfg, gold_cfg))
-    learner = None
-    if cfg.algo.name != "bon":
-        learner_actor = ray.remote(num_cpus=cfg.cluster.learner_cpus, num_gpus=cfg.cluster.get("learner_gpus", 0))(Learner)
-        learner = learner_actor.options(**placement.learner()).remote(policy_path, cfg.algo, threads, cfg.seed,
-                                                                      critic_path, cfg.policy.get("lora"))
-    actors = [a for a in (proxy, gold, learner) if a is not None and not isinstance(a, _RewardActor)]
+    c = cfg.cluster
+    # parked actors (rl/warm.py) serve a run that places nothing (a placement group goes with its run)
+    keep = c.get("keep_warm", True) and c.get("placement", "none") == "none"
+    reward_key = ("reward", c.reward_cpus, threads, warm.session())
+    keys = {"engine": warm.engine_key(cfg.engine, policy_path), "proxy": reward_key, "gold": reward_key,
+            "learner": ("learner", c.learner_cpus, c.get("learner_gpus", 0), threads, warm.session())} if keep else {}
+    has = {"engine": True, "learner": cfg.algo.name != "bon", "proxy": not in_process(proxy_cfg), "gold": not in_process(gold_cfg)}
+    taken = {role: warm.take(keys.get(role)) if has[role] else None for role in has}
+    warm.release()  # what this run does not reuse: before the placement group, which may need its CPUs
+    engine = taken["engine"]
+    if engine is not None:
+        try:
+            engine.load_weights(warm.weights_file(policy_path))  # the policy again, as a fresh engine would serve
+        except (ActorDiedError, EngineError):  # killed meanwhile, or it no longer answers: start afresh
+            engine.close()
+            engine = None
+    placement = Placement(cfg, has["learner"], cfg.engine.start_timeout_s)
+    engine = engine or start_engine(cfg.engine, policy_path, placement.engine(), wait=False)
+    # every other actor starts meanwhile (each a process importing torch), or a warm one runs its
+    # constructor again: checked once the engine is up
+    pending = []
+
+    def actor(role, cls, resources, options, *args):
+        if taken[role] is not None:
+            pending.append((taken[role].reinit.remote(*args), role))
+            return taken[role]
+        return ray.remote(**resources)(cls).options(**options).remote(*args)
+
+    proxy, gold = (actor(role, _RewardActor, {"num_cpus": c.reward_cpus}, {}, rc, zoo_dir, threads) if has[role]
+                   else _RewardActor(rc, zoo_dir, None, local=True) for role, rc in (("proxy", proxy_cfg), ("gold", gold_cfg)))
+    learner = actor("learner", Learner, {"num_cpus": c.learner_cpus, "num_gpus": c.get("learner_gpus", 0)}, placement.learner(),
+                    policy_path, cfg.algo, threads, cfg.seed, critic_path, cfg.policy.get("lora")) if has["learner"] else None
+    roles = {"proxy": proxy, "gold": gold, "learner": learner}
     eval_items = task.items("eval", cfg.eval.prompts, cfg.seed)
     log = MetricLogger(run_dir, purge_from=resume[1]["step"] + 1 if resume else 0)
     if not resume:  # a fresh run in a used directory: no stale generations either
@@ -168,10 +188,12 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         check_scores(gold_scores, prompts, texts, f"gold '{gold_cfg.name}'", nan_ok=True)
         return proxy_scores, gold_scores
 
-    nodes = {"engine_warm": warm is not None}  # and the Ray node ids the actors run on
+    nodes = {}  # the Ray node ids the actors run on
     finished = False
     try:
         engine.wait()
+        for ref, role in pending:
+            call(ref, role, timeout)
         nodes["engine"] = engine.nodes()
         if cfg.algo.name == "bon":
             summary = _run_bon(cfg, algo, engine, score, eval_items, log, run_dir)
@@ -186,15 +208,17 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         finished = True
     finally:
         log.close()
-        if finished:  # an engine is kept warm only after a run that ended well (not one a fault stopped)
-            park_engine(engine, cfg.engine, policy_path, unplaced)
-        else:
-            engine.close()
-        for actor in actors:
-            ray.kill(actor)
+        # kept warm only after a run that ended well (not one a fault stopped)
+        for role, a in [("engine", engine)] + [(r, a) for r, a in roles.items() if has[r]]:
+            if finished and keys.get(role) is not None:
+                warm.park(keys[role], a)
+            else:
+                ray.kill(a) if role != "engine" else a.close()
         placement.remove()
     summary.update({"algo": cfg.algo.name, "reward": cfg.reward.name, "gold": gold_cfg.name, "task": task.name,
-                    "task_rows_dropped": dict(task.dropped), "engine": cfg.engine.name, "policy": policy_path,
+                    "task_rows_dropped": dict(task.dropped), "engine": cfg.engine.name,
+                    "warm": sorted(r for r, a in taken.items() if a is not None),
+                    "policy": policy_path,
                     "nodes": nodes, "placement": placement.layout,
                     "wall_s": round(time.time() - t_start, 1)})
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
