@@ -40,8 +40,11 @@ def completion_logprobs(model, rollouts: list[Rollout], batch_size: int = 16) ->
     for i in range(0, len(rollouts), batch_size):
         chunk = rollouts[i : i + batch_size]
         ids, attn, comp = pad_rollouts(chunk)
-        lp = token_logprobs(model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits, ids.to(device))
-        out.extend(lp[b][comp[b].to(device)].cpu() for b in range(len(chunk)))
+        # logits from the first completion position on: the prompt's would only predict prompt tokens
+        f = int(comp.any(0).nonzero()[0]) if comp.any() else 0
+        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), logits_to_keep=ids.shape[1] - f).logits
+        lp = token_logprobs(logits, ids[:, f:].to(device))
+        out.extend(lp[b][comp[b, f:].to(device)].cpu() for b in range(len(chunk)))
     return out
 
 

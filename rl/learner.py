@@ -115,8 +115,8 @@ class Learner(Reusable):
         # chunked log-probs, `algo.micro_batch` sequences (16 when unset: an eval set) per pass
         micro, chunk = self.cfg.get("micro_batch") or 16, common.logprob_chunk(self.cfg)
         with self.autocast():
-            pol = common._forward(self.policy, ids, attn, temperature, micro, chunk)[0]
-            ref = common._forward(self.ref, ids, attn, temperature, micro, chunk)[0]
+            pol = common._forward(self.policy, ids, attn, mask, temperature, micro, chunk)[0]
+            ref = common._forward(self.ref, ids, attn, mask, temperature, micro, chunk)[0]
         return ((pol - ref) * mask).sum(1).tolist()
 
     def save_checkpoint(self, path: str) -> None:

@@ -137,7 +137,7 @@ def test_two_grpo_steps_on_smollm2(tmp_path, smol_base):
 
     try:
         summary = run(config("task=smol_arith", "policy=smollm2_135m", "reward=rule", "algo.steps=2",
-                             "algo.prompts_per_step=2", "algo.samples_per_prompt=4", "algo.max_tokens=32", "algo.lr=2e-6",
+                             "algo.prompts_per_step=1", "algo.samples_per_prompt=4", "algo.max_tokens=32", "algo.lr=2e-6",
                              "eval.prompts=6", "eval.every=2", "checkpoint.every=0"), str(tmp_path))
     finally:
         ray.shutdown()

@@ -132,20 +132,33 @@ def _width(attn: torch.Tensor) -> int:
     return int(attn.sum(1).max())
 
 
+def _first(mask: torch.Tensor) -> int:
+    """The first column (position) of a (B, T-1) completion mask any row has a completion token at."""
+    cols = mask.any(0).nonzero()
+    return int(cols[0]) if len(cols) else 0
+
+
+def _logits(model, x: torch.Tensor, attn: torch.Tensor, first: int) -> torch.Tensor:
+    """Logits at positions `first`.. of x (B, w) only: earlier positions predict prompt tokens, and at
+    a 49k vocabulary (SmolLM2) their LM-head rows and log-softmax are most of a chat prompt's cost
+    (HF's `logits_to_keep`, as TRL cuts them)."""
+    return model(input_ids=x, attention_mask=attn, logits_to_keep=x.shape[1] - first).logits
+
+
 @torch.no_grad()
-def _forward(model, ids, attn, temperature: float, micro: int | None = None, chunk: int = 1024):
+def _forward(model, ids, attn, mask, temperature: float, micro: int | None = None, chunk: int = 1024):
     """Sampled tokens' log-probs at `temperature` and at 1, and the entropy at `temperature`, (B, T-1)
-    each on the CPU, `micro` sequences per forward pass (all at once when None); 0 past each
-    micro-batch's longest sequence (off the completion mask)."""
+    each on the CPU, `micro` sequences per forward pass (all at once when None); 0 off the completion
+    mask `mask` before each micro-batch's first completion position and past its longest sequence."""
     B, T = ids.shape
     out = torch.zeros(3, B, T - 1)
     for idx in torch.arange(B).split(micro or B):
-        w = _width(attn[idx])
+        w, f = _width(attn[idx]), _first(mask[idx])
         x = ids[idx, :w].to(_device(model))
-        logits = model(input_ids=x, attention_mask=attn[idx, :w].to(_device(model))).logits
-        logp, entropy = token_logprobs_entropy(logits, x, temperature, chunk)
-        raw = logp if temperature == 1 else token_logprobs_entropy(logits, x, 1.0, chunk)[0]
-        out[:, idx, : w - 1] = torch.stack([logp, raw, entropy]).cpu()
+        logits = _logits(model, x, attn[idx, :w].to(_device(model)), f)
+        logp, entropy = token_logprobs_entropy(logits, x[:, f:], temperature, chunk)
+        raw = logp if temperature == 1 else token_logprobs_entropy(logits, x[:, f:], 1.0, chunk)[0]
+        out[:, idx, f : w - 1] = torch.stack([logp, raw, entropy]).cpu()
     return out[0], out[1], out[2]
 
 
@@ -160,8 +173,8 @@ def prepare(learner, rollouts, rewards: list[float]) -> Batch:
     if fused:
         old, raw, entropy = (torch.zeros(mask.shape) for _ in range(3))
     else:
-        old, raw, entropy = _forward(learner.policy, ids, attn, cfg.temperature, micro, chunk)
-    ref = _forward(learner.ref, ids, attn, cfg.temperature, micro, chunk)[0] if needs_ref(learner) else None
+        old, raw, entropy = _forward(learner.policy, ids, attn, mask, cfg.temperature, micro, chunk)
+    ref = _forward(learner.ref, ids, attn, mask, cfg.temperature, micro, chunk)[0] if needs_ref(learner) else None
     kl = L.kl_estimate(old, ref, cfg.kl.estimator) * mask if ref is not None and not fused else torch.zeros(mask.shape)
     return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32), fused,
                  bool(cfg.get("async_generation")))
@@ -229,24 +242,25 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
                         _fill(learner, b, mu)
                     continue  # nothing in it counts: no gradient, no statistics
                 t = _width(b.attn[mu]) - 1
-                mu_mask = loss_mask[mu, :t].to(dev)
+                cols = slice(_first(b.mask[mu]), t)  # the positions whose logits can meet the loss
+                mu_mask = loss_mask[mu, cols].to(dev)
                 x = b.ids[mu, : t + 1].to(dev)
-                logits = policy(input_ids=x, attention_mask=b.attn[mu, : t + 1].to(dev)).logits
-                logp, entropy = token_logprobs_entropy(logits, x, cfg.temperature, chunk)
+                logits = _logits(policy, x, b.attn[mu, : t + 1].to(dev), cols.start)
+                logp, entropy = token_logprobs_entropy(logits, x[:, cols.start :], cfg.temperature, chunk)
                 if b.fused:  # this forward is the sampling policy's (no step taken yet)
                     with torch.no_grad():
-                        raw = logp if cfg.temperature == 1 else token_logprobs_entropy(logits, x, 1.0, chunk)[0]
-                    b.old[mu, :t], b.raw[mu, :t], b.entropy[mu, :t] = logp.detach().cpu(), raw.cpu(), entropy.detach().cpu()
+                        raw = logp if cfg.temperature == 1 else token_logprobs_entropy(logits, x[:, cols.start :], 1.0, chunk)[0]
+                    b.old[mu, cols], b.raw[mu, cols], b.entropy[mu, cols] = logp.detach().cpu(), raw.cpu(), entropy.detach().cpu()
                 # with asynchronous generation the rollouts come from the weights before the last update:
                 # the ratio is taken against the policy that sampled them (the engine's, temperature 1)
-                old = (b.engine_lp if b.behaviour else b.old)[mu, :t].to(dev)
+                old = (b.engine_lp if b.behaviour else b.old)[mu, cols].to(dev)
                 kl_sum += (L.kl_estimate(old, logp.detach(), "k3") * mu_mask).sum().item()
-                adv_mu = (adv[mu] if adv.dim() == 1 else adv[mu, :t]).to(dev)
+                adv_mu = (adv[mu] if adv.dim() == 1 else adv[mu, cols]).to(dev)
                 per_token, clipped = L.clipped_pg_loss(logp, old, adv_mu, cfg.clip_low, cfg.clip_high, cfg.dual_clip)
                 if tis is not None:  # the policy-gradient term only, as TRL: the KL and entropy terms are exact
-                    per_token = per_token * tis[mu, :t].to(dev)
+                    per_token = per_token * tis[mu, cols].to(dev)
                 if beta:
-                    per_token = per_token + beta * L.kl_estimate(logp, b.ref[mu, :t].to(dev), cfg.kl.estimator)
+                    per_token = per_token + beta * L.kl_estimate(logp, b.ref[mu, cols].to(dev), cfg.kl.estimator)
                 if cfg.entropy_coef:
                     per_token = per_token - cfg.entropy_coef * entropy
                 part = L.aggregate_numerator(per_token, mu_mask, cfg.loss_agg) / denominator.to(dev)
@@ -276,8 +290,8 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
 def _fill(learner, b: Batch, idx: torch.Tensor) -> None:
     """raw, old, entropy of sequences the fused update pass does not run (nothing of theirs in the loss)."""
     cfg = learner.cfg
-    old, raw, entropy = _forward(learner.policy, b.ids[idx], b.attn[idx], cfg.temperature, cfg.get("micro_batch"),
-                                 logprob_chunk(cfg))
+    old, raw, entropy = _forward(learner.policy, b.ids[idx], b.attn[idx], b.mask[idx], cfg.temperature,
+                                 cfg.get("micro_batch"), logprob_chunk(cfg))
     b.old[idx], b.raw[idx], b.entropy[idx] = old, raw, entropy
 
 
