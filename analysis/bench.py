@@ -1,4 +1,4 @@
-"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor|cost|sync|replicas|async`
+"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor|cost|sync|replicas|async|sweep`
 
 engines: tokens/s of the vLLM and HF engines on one sampling workload (16 prompts x 4 samples x
 128 tokens, temperature 1) for two model sizes, alternating the engines run by run and quoting
@@ -30,6 +30,11 @@ The growth exponent between neighbouring points, log(t2 / t1) / log(x2 / x1), is
 floor: our GRPO step on that work against its floor: the engine alone generating the same prompts x
 samples + one bare forward, backward and optimizer step of the policy over what it generated;
 `loop_over_floor` = our median step / the floor's, and each phase's share of our step.
+
+sweep: a Hydra multirun of short runs (`python -m rl.run -m ... seed=0,1,2,3`: four jobs in one
+process) with the actors kept warm from job to job (`cluster.keep_warm=true`, the default) and with
+every job starting its own (`false`), alternating: the process's wall time and each job's
+(`warm_sweep_ratio` = warm / cold process time).
 
 sync, replicas: the same short GRPO run (reward=gold, a random model of the `--size` shape) in two
 variants, alternating: the weight sync through Ray's object store vs a safetensors file in /dev/shm
@@ -299,6 +304,36 @@ def bench_neighbour(repeats: int, out_dir: str, overrides: list[str]) -> dict:
     return res
 
 
+SWEEP_JOBS = 4
+
+
+def bench_sweep(repeats: int, steps: int, out_dir: str, overrides: list[str]) -> dict:
+    import glob
+    import subprocess
+    import sys
+
+    runs = {"warm": [], "cold": []}
+    for rep in range(repeats):
+        for which in ("warm", "cold") if rep % 2 == 0 else ("cold", "warm"):
+            print(f"[{rep + 1}/{repeats}] {which}", flush=True)
+            d = os.path.abspath(os.path.join(out_dir, f"{which}_{rep}"))
+            t0 = time.time()
+            subprocess.run([sys.executable, "-m", "rl.run", "-m", f"hydra.sweep.dir={d}", *short_run(steps),
+                            f"seed={','.join(map(str, range(SWEEP_JOBS)))}", f"cluster.keep_warm={which == 'warm'}",
+                            *overrides], check=True, stdout=subprocess.DEVNULL)
+            process_s = time.time() - t0
+            jobs = []
+            for path in sorted(glob.glob(os.path.join(d, "*", "summary.json"))):
+                with open(path) as f:
+                    jobs.append(json.load(f))
+            runs[which].append({"process_s": process_s, "job_wall_s": [j["wall_s"] for j in jobs],
+                                "warm": [j["warm"] for j in jobs]})
+    res = {w: {"process_s": statistics.median(r["process_s"] for r in rs),
+               "first_job_s": statistics.median(r["job_wall_s"][0] for r in rs),
+               "later_job_s": statistics.median(x for r in rs for x in r["job_wall_s"][1:])} for w, rs in runs.items()}
+    return res | {"runs": runs, "warm_sweep_ratio": res["warm"]["process_s"] / res["cold"]["process_s"]}
+
+
 def short_run(steps: int, eval_prompts: int = 8) -> list[str]:
     """A short GRPO run on the gold reward: one evaluation at each end, no checkpoint."""
     return ["reward=gold", "algo=grpo", f"algo.steps={steps}", f"eval.every={steps}", f"eval.prompts={eval_prompts}",
@@ -412,11 +447,12 @@ def plot_cost(res: dict, path: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis.bench")
-    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor", "cost", *VARIANTS])
+    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor", "cost", "sweep", *VARIANTS])
     ap.add_argument("--size", default="tiny", choices=list(VARIANT_WORK),
                     help="trl, floor: the arith world's policy (tiny) or SmolLM2-135M; sync, replicas, async: a random model of "
                          "either shape, or (arith) the arith world's base policy")
-    ap.add_argument("--steps", type=int, default=None, help="trl, floor, async: steps per run (default 60); cost, sync, replicas: 8")
+    ap.add_argument("--steps", type=int, default=None, help="trl, floor, async: steps per run (default 60); cost, sync, replicas: 8; "
+                    "sweep: 2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
@@ -431,7 +467,7 @@ def main(argv=None):
     if a.what in ("trl", "floor") and a.size not in TRL_WORLDS:
         ap.error(f"--size {a.size}: {a.what} takes one of {', '.join(TRL_WORLDS)}")
     a.out_dir = a.out_dir or f"outputs/bench_{a.what}"
-    a.steps = a.steps or (8 if a.what in ("cost", "sync", "replicas") else 60)
+    a.steps = a.steps or {"cost": 8, "sync": 8, "replicas": 8, "sweep": 2}.get(a.what, 60)
     if a.what == "trl":
         res = bench_trl(a.repeats, a.size, a.steps, a.out_dir, a.overrides)
         print(f"{' '.join(res['work'])}; median of {a.repeats} alternating runs each; gold gain on "
@@ -472,6 +508,14 @@ def main(argv=None):
         print(f"{a.what}_step_ratio_{a.size}={res['ratio']:.2f}")
         if a.what == "sync":
             print(f"sync_share_{a.size}={last['sync_share']:.3f}")
+    elif a.what == "sweep":
+        res = bench_sweep(a.repeats, a.steps, a.out_dir, a.overrides)
+        print(f"python -m rl.run -m {' '.join(short_run(a.steps))} seed=0..{SWEEP_JOBS - 1}; median of {a.repeats} "
+              "alternating runs each (seconds)")
+        print(f"{'actors':<8}{'process':>9}{'job 1':>8}{'jobs 2+':>9}")
+        for w in ("warm", "cold"):
+            print(f"{w:<8}{res[w]['process_s']:>9.1f}{res[w]['first_job_s']:>8.1f}{res[w]['later_job_s']:>9.1f}")
+        print(f"warm_sweep_ratio={res['warm_sweep_ratio']:.2f}")
     elif a.what == "neighbour":
         res = bench_neighbour(a.repeats, a.out_dir, a.overrides)
         print(f"{' '.join(NEIGHBOUR_RUN + a.overrides)}; median of {a.repeats} alternating runs each (seconds)")

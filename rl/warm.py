@@ -19,6 +19,10 @@ class Reusable:
     """An actor class whose warm process can serve another run: its constructor runs again."""
 
     def reinit(self, *args) -> bool:
+        import gc
+
+        self.__dict__.clear()  # the last run's models are freed before the next run's load, not after
+        gc.collect()
         self.__init__(*args)
         return True
 
