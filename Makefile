@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: venv demo test test-slow bench gpu-check clean
+.PHONY: venv demo test test-quick test-slow bench gpu-check clean
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -27,6 +27,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -m "not slow" --durations=30
+
+# the unit tests alone (no Ray, engine, CLI process or zoo build): minutes, for development
+test-quick: venv
+	$(PY) -m pytest -q -m "not slow and not e2e"
 
 # the tests too long for CI (each builds or trains a real model for minutes): times in BENCHMARKS.md
 test-slow: venv

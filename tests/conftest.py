@@ -19,6 +19,18 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
+# modules whose tests start Ray, an engine, a CLI process or a zoo build: `make test-quick` skips them
+E2E = {"test_cluster", "test_config", "test_engines", "test_faults", "test_gpu_check", "test_kill", "test_lora", "test_loop",
+       "test_placement", "test_safety", "test_smol", "test_smol_rewards", "test_smol_urpo", "test_static", "test_studies",
+       "test_sync", "test_tasks_loop", "test_urpo", "test_zoo", "test_zoo_full"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in E2E:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def user_cache():
     return USER_CACHE
