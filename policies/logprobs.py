@@ -26,6 +26,19 @@ def pad_rollouts(rollouts: list[Rollout], pad_id: int = 0):
     return ids, attn, comp
 
 
+def first_completion(comp: torch.Tensor) -> int:
+    """The first column of a (B, T-1) completion mask (`pad_rollouts`) any row has a completion token at."""
+    cols = comp.any(0).nonzero()
+    return int(cols[0]) if len(cols) else 0
+
+
+def logits_from(model, ids: torch.Tensor, attn: torch.Tensor, first: int) -> torch.Tensor:
+    """Logits at positions `first`.. of ids (B, w) only: earlier positions predict prompt tokens, and at
+    a 49k vocabulary (SmolLM2) their LM-head rows and log-softmax are most of a chat prompt's cost
+    (HF's `logits_to_keep`, as TRL cuts them)."""
+    return model(input_ids=ids, attention_mask=attn, logits_to_keep=ids.shape[1] - first).logits
+
+
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) from logits (B, T, V) -> (B, T-1), in float32."""
     logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
@@ -40,10 +53,8 @@ def completion_logprobs(model, rollouts: list[Rollout], batch_size: int = 16) ->
     for i in range(0, len(rollouts), batch_size):
         chunk = rollouts[i : i + batch_size]
         ids, attn, comp = pad_rollouts(chunk)
-        # logits from the first completion position on: the prompt's would only predict prompt tokens
-        f = int(comp.any(0).nonzero()[0]) if comp.any() else 0
-        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), logits_to_keep=ids.shape[1] - f).logits
-        lp = token_logprobs(logits, ids[:, f:].to(device))
+        f = first_completion(comp)
+        lp = token_logprobs(logits_from(model, ids.to(device), attn.to(device), f), ids[:, f:].to(device))
         out.extend(lp[b][comp[b, f:].to(device)].cpu() for b in range(len(chunk)))
     return out
 

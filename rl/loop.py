@@ -213,7 +213,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             if finished and keys.get(role) is not None:
                 warm.park(keys[role], a)
             else:
-                ray.kill(a) if role != "engine" else a.close()
+                warm.stop(a)
         placement.remove()
     summary.update({"algo": cfg.algo.name, "reward": cfg.reward.name, "gold": gold_cfg.name, "task": task.name,
                     "task_rows_dropped": dict(task.dropped), "engine": cfg.engine.name,

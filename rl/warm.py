@@ -58,12 +58,20 @@ def take(key) -> object | None:
     return None
 
 
+def stop(actor) -> None:
+    """Stop an actor handle, or an engine client (its own close)."""
+    if isinstance(actor, ray.actor.ActorHandle):
+        ray.kill(actor)
+    else:
+        actor.close()
+
+
 def release() -> None:
     """Stop every parked actor (a run calls this after taking what it reuses)."""
     while _parked:
         _, actor = _parked.pop()
         try:
-            ray.kill(actor) if isinstance(actor, ray.actor.ActorHandle) else actor.close()
+            stop(actor)
         except Exception:  # noqa: BLE001 - an actor of a Ray session that is gone
             pass
 

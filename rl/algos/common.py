@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from policies.logprobs import pad_rollouts
+from policies.logprobs import first_completion, logits_from, pad_rollouts
 from rl import losses as L
 
 PLACEMENTS, CONTROLLERS = ("reward", "loss"), ("fixed", "adaptive")
@@ -132,19 +132,6 @@ def _width(attn: torch.Tensor) -> int:
     return int(attn.sum(1).max())
 
 
-def _first(mask: torch.Tensor) -> int:
-    """The first column (position) of a (B, T-1) completion mask any row has a completion token at."""
-    cols = mask.any(0).nonzero()
-    return int(cols[0]) if len(cols) else 0
-
-
-def _logits(model, x: torch.Tensor, attn: torch.Tensor, first: int) -> torch.Tensor:
-    """Logits at positions `first`.. of x (B, w) only: earlier positions predict prompt tokens, and at
-    a 49k vocabulary (SmolLM2) their LM-head rows and log-softmax are most of a chat prompt's cost
-    (HF's `logits_to_keep`, as TRL cuts them)."""
-    return model(input_ids=x, attention_mask=attn, logits_to_keep=x.shape[1] - first).logits
-
-
 @torch.no_grad()
 def _forward(model, ids, attn, mask, temperature: float, micro: int | None = None, chunk: int = 1024):
     """Sampled tokens' log-probs at `temperature` and at 1, and the entropy at `temperature`, (B, T-1)
@@ -153,9 +140,9 @@ def _forward(model, ids, attn, mask, temperature: float, micro: int | None = Non
     B, T = ids.shape
     out = torch.zeros(3, B, T - 1)
     for idx in torch.arange(B).split(micro or B):
-        w, f = _width(attn[idx]), _first(mask[idx])
+        w, f = _width(attn[idx]), first_completion(mask[idx])
         x = ids[idx, :w].to(_device(model))
-        logits = _logits(model, x, attn[idx, :w].to(_device(model)), f)
+        logits = logits_from(model, x, attn[idx, :w].to(_device(model)), f)
         logp, entropy = token_logprobs_entropy(logits, x[:, f:], temperature, chunk)
         raw = logp if temperature == 1 else token_logprobs_entropy(logits, x[:, f:], 1.0, chunk)[0]
         out[:, idx, f : w - 1] = torch.stack([logp, raw, entropy]).cpu()
@@ -242,10 +229,10 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
                         _fill(learner, b, mu)
                     continue  # nothing in it counts: no gradient, no statistics
                 t = _width(b.attn[mu]) - 1
-                cols = slice(_first(b.mask[mu]), t)  # the positions whose logits can meet the loss
+                cols = slice(first_completion(b.mask[mu]), t)  # the positions whose logits can meet the loss
                 mu_mask = loss_mask[mu, cols].to(dev)
                 x = b.ids[mu, : t + 1].to(dev)
-                logits = _logits(policy, x, b.attn[mu, : t + 1].to(dev), cols.start)
+                logits = logits_from(policy, x, b.attn[mu, : t + 1].to(dev), cols.start)
                 logp, entropy = token_logprobs_entropy(logits, x[:, cols.start :], cfg.temperature, chunk)
                 if b.fused:  # this forward is the sampling policy's (no step taken yet)
                     with torch.no_grad():
