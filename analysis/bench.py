@@ -352,6 +352,10 @@ VARIANTS = {
     "replicas": {"1": ["engine.replicas=1"], "2": ["engine.replicas=2", "engine.num_cpus=0.5", "engine.threads=1"]},
     # the next step's rollouts generated during the update (one step off-policy) vs after it
     "async": {"sync": ["algo.async_generation=false"], "async": ["algo.async_generation=true"]},
+    # the update in one forward over the batch padded to its longest vs length-sorted passes of at most N padded tokens
+    "micro_tokens": {"off": ["algo.micro_tokens=null"], "2048": ["algo.micro_tokens=2048"], "1024": ["algo.micro_tokens=1024"]},
+    # one forward per sequence vs one per prompt for its group (algo.share_prompt)
+    "share_prompt": {"off": ["algo.share_prompt=false"], "on": ["algo.share_prompt=true"]},
 }
 VARIANT_EVAL = {"async": 200}  # eval prompts: a gold gain is compared
 

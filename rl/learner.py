@@ -113,10 +113,10 @@ class Learner(Reusable):
         temperature = temperature if temperature > 0 else 1.0
         ids, attn, mask = pad_rollouts(rollouts)
         # chunked log-probs, `algo.micro_batch` sequences (16 when unset: an eval set) per pass
-        micro, chunk = self.cfg.get("micro_batch") or 16, common.logprob_chunk(self.cfg)
+        micro, *rest = common.pass_args(self.cfg)
         with self.autocast():
-            pol = common._forward(self.policy, ids, attn, mask, temperature, micro, chunk)[0]
-            ref = common._forward(self.ref, ids, attn, mask, temperature, micro, chunk)[0]
+            pol = common._forward(self.policy, ids, attn, mask, temperature, micro or 16, *rest)[0]
+            ref = common._forward(self.ref, ids, attn, mask, temperature, micro or 16, *rest)[0]
         return ((pol - ref) * mask).sum(1).tolist()
 
     def save_checkpoint(self, path: str) -> None:

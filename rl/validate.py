@@ -106,7 +106,7 @@ def validate(cfg: DictConfig) -> Checked:
     if cfg.algo.get("precision", "fp32") not in ("fp32", "bf16"):
         errors.append(f"algo.precision={cfg.algo.precision!r}; expected one of: fp32, bf16")
     for key in ("algo.steps", "algo.prompts_per_step", "algo.samples_per_prompt", "algo.max_tokens", "eval.prompts",
-                "eval.every"):
+                "eval.every", "algo.micro_batch", "algo.micro_tokens"):
         value = _get(cfg, key)
         if value is not None and (not isinstance(value, int) or value < 1):
             errors.append(f"{key}={value!r}: expected a positive integer")

@@ -74,7 +74,8 @@ def test_learner_logprobs_are_the_sampling_distributions(peaked_model, fused):
         with torch.no_grad():
             logp = forward_logprobs(learner.policy, b, T)
         assert torch.exp(logp - b.old)[b.mask].sub(1).abs().max() < 1e-5  # first minibatch: ratio 1
-        assert b.kl.abs().max() == 0 and common.metrics(b, torch.zeros(len(rs)))["kl/k1"] == 0
+        # the same weights: 0 up to float rounding (the reference is a copy of them at other addresses)
+        assert b.kl.abs().max() < 1e-5 and abs(common.metrics(b, torch.zeros(len(rs)))["kl/k1"]) < 1e-5
     for i, r in enumerate(rs):
         assert torch.allclose(b.old[i][b.mask[i]], hand_logprobs(model, r, T), atol=1e-5)
         assert torch.allclose(b.raw[i][b.mask[i]], hand_logprobs(model, r, 1.0), atol=1e-5)
@@ -82,7 +83,7 @@ def test_learner_logprobs_are_the_sampling_distributions(peaked_model, fused):
         assert not torch.allclose(b.old[i][b.mask[i]], b.raw[i][b.mask[i]], atol=1e-3)  # T matters here
         assert b.entropy[i][b.mask[i]].min() > 0
     if not fused:
-        assert learner.kl_to_ref(rs, T) == [0.0] * len(rs)
+        assert learner.kl_to_ref(rs, T) == pytest.approx([0.0] * len(rs), abs=1e-5)
 
 
 def test_fused_update_equals_the_two_pass_update(peaked_model):

@@ -5,7 +5,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from policies.engine import Rollout
-from policies.logprobs import completion_logprobs
+from policies.logprobs import completion_logprobs, first_completion, pad_rollouts, token_logprobs
 from policies.tiny import random_model
 from rl.algos import common
 from rl.learner import Learner
@@ -67,20 +67,80 @@ def one_step(path, rs, rewards, *overrides):
 
 @pytest.mark.parametrize("agg", ["grpo", "dapo", "dr_grpo"])
 def test_micro_batches_accumulate_the_minibatch_gradient(model_path, agg):
-    """micro_batch=3 over a minibatch of 8 (3 + 3 + 2), sequences of different lengths, groups 0 and
-    2 with equal rewards (left out of the loss by dynamic sampling: fully masked sequences): the
-    gradient of the step is the whole minibatch's, for each aggregation's denominator."""
+    """micro_batch=3 over a minibatch of 8 (3 + 3 + 2), or passes of at most 20 padded tokens, sequences
+    of different lengths, groups 0 and 2 with equal rewards (left out of the loss by dynamic sampling:
+    fully masked sequences): the gradient of the step is the whole minibatch's, for each aggregation's
+    denominator; with the prompts' forwards shared (the default) or one plain forward per sequence."""
     rs = rollouts(Learner(model_path, algo_cfg()).policy.config.vocab_size)
     rewards = [1.0, 1.0, 0.0, 1.0, 0.5, 0.5, 1.0, 0.0]
     full, m_full = one_step(model_path, rs, rewards, f"algo.loss_agg={agg}")
     micro, m_micro = one_step(model_path, rs, rewards, f"algo.loss_agg={agg}", "algo.micro_batch=3",
                               "algo.logprob_chunk=7")
+    full_off, _ = one_step(model_path, rs, rewards, f"algo.loss_agg={agg}", "algo.share_prompt=false")
+    by_tokens, m_tokens = one_step(model_path, rs, rewards, f"algo.loss_agg={agg}", "algo.micro_tokens=20")
     assert m_full["grpo/zero_var_groups"] == 0.5
-    assert max((full[k] - micro[k]).abs().max().item() for k in full) < 1e-5
+    assert max((full_off[k] - g[k]).abs().max().item() for g in (micro, by_tokens, full) for k in full) < 1e-5
     assert max(g.abs().max().item() for g in full.values()) > 1e-3  # there is a gradient to compare
     for k in ("policy/loss", "policy/clipfrac", "policy/approx_kl", "policy/grad_norm", "policy/entropy", "kl/k3",
               "sync/logprob_diff"):
         assert m_micro[k] == pytest.approx(m_full[k], rel=1e-4, abs=1e-6), k
+        assert m_tokens[k] == pytest.approx(m_full[k], rel=1e-4, abs=1e-6), k
+
+
+def test_micro_batches_by_padded_tokens():
+    """Lengths 5 9 3 9 4 7 (sequences 10..15): longest first, a pass holds sequences while their count
+    x the pass's longest fits the budget; a sequence longer than the budget is a pass of its own."""
+    attn = torch.zeros(6, 12, dtype=torch.long)
+    for b, n in enumerate([5, 9, 3, 9, 4, 7]):
+        attn[b, :n] = 1
+    idx = torch.arange(10, 16)
+
+    def passes(micro, tokens):
+        return [t.tolist() for t in common.micro_batches(idx, torch.cat([torch.zeros(10, 12, dtype=torch.long), attn]),
+                                                          micro, tokens)]
+
+    assert passes(None, None) == [[10, 11, 12, 13, 14, 15]]  # off: one pass, in the given order
+    # longest first: 9 9 7 5 4 3. Budget 20: 2 x 9 = 18 fits, 3 x 9 does not; 2 x 7 fits, 3 x 7 = 21 does not
+    assert passes(None, 20) == [[11, 13], [15, 10], [14, 12]]
+    assert passes(None, 21) == [[11, 13], [15, 10, 14], [12]]
+    assert passes(None, 8) == [[11], [13], [15], [10], [14, 12]]  # 9 and 7 alone exceed 8
+    assert passes(2, None) == [[11, 13], [15, 10], [14, 12]]
+    assert passes(2, 12) == [[11], [13], [15], [10, 14], [12]]
+    # prompts 0 1 0 2 1 2: a group's rows together, groups by their longest (g1: 9, g2: 9, g0: 5)
+    group = torch.tensor([0] * 10 + [0, 1, 0, 2, 1, 2])
+    full = torch.cat([torch.zeros(10, 12, dtype=torch.long), attn])
+    assert [t.tolist() for t in common.micro_batches(idx, full, 2, None, group)] == [[11, 14], [13, 15], [10, 12]]
+    assert [t.tolist() for t in common.micro_batches(idx, full, None, 30, group)] == [[11, 14, 13], [15, 10, 12]]
+
+
+def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path):
+    """Three prompts of 3, 6 and 4 tokens with 3, 1 and 2 samples of 1-6 tokens, one sample with no
+    completion token: the log-probs of the completion tokens and the parameter gradients of a weighted
+    sum of them equal those of a plain forward of each whole sequence."""
+    model = Learner(model_path, algo_cfg()).policy
+    g = torch.Generator().manual_seed(1)
+    rs = []
+    for i, (plen, clens) in enumerate([(3, [2, 6, 1]), (6, [4]), (4, [0, 5])]):
+        prompt = torch.randint(3, model.config.vocab_size, (plen,), generator=g).tolist()
+        for c in clens:
+            rs.append(Rollout(i, prompt, torch.randint(3, model.config.vocab_size, (c,), generator=g).tolist(), "", [], "length"))
+    ids, attn, mask = pad_rollouts(rs)
+    group, plen = common.prompt_groups(ids, attn, mask)
+    assert group.tolist() == [0, 0, 0, 1, 2, 2] and plen.tolist() == [3, 3, 3, 6, 4, 4]  # row 4: all prompt
+    weights = torch.randn(mask.shape, generator=g)
+
+    def logprobs_and_grads(shared: bool):
+        model.zero_grad()
+        f = first_completion(mask)
+        logits = common._logits(model, ids, attn, plen, group, f) if shared else model(input_ids=ids, attention_mask=attn).logits[:, f:]
+        lp = token_logprobs(logits, ids[:, f:]) * mask[:, f:]
+        (lp * weights[:, f:]).sum().backward()
+        return lp.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    plain, plain_grads = logprobs_and_grads(False)
+    shared, shared_grads = logprobs_and_grads(True)
+    assert (plain - shared).abs().max() < 1e-5 and plain.abs().sum() > 1
+    assert max((plain_grads[k] - shared_grads[k]).abs().max().item() for k in plain_grads) < 1e-4
 
 
 def test_device_cpu_and_unknown_device(model_path):

@@ -69,6 +69,8 @@ class Batch:
     entropy: torch.Tensor    # (B, T-1)
     kl: torch.Tensor         # (B, T-1) the configured KL estimate of old vs ref, 0 off the mask (and without ref)
     scores: torch.Tensor     # (B,) the reward source's scores
+    group: torch.Tensor | None = None  # (B,) rows with the same prompt share an id (`prompt_groups`)
+    plen: torch.Tensor | None = None   # (B,) prompt lengths
     fused: bool = False      # raw, old, entropy are filled by the update's own forward (single_pass)
     behaviour: bool = False  # ratios against engine_lp, the policy that sampled (algo.async_generation)
 
@@ -132,17 +134,100 @@ def _width(attn: torch.Tensor) -> int:
     return int(attn.sum(1).max())
 
 
+def prompt_groups(ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded rows (`pad_rollouts`) -> an id per row, equal for rows with the same prompt, and
+    each row's prompt length (a row without completion tokens is all prompt)."""
+    has = mask.any(1)
+    plen = torch.where(has, mask.int().argmax(1) + 1, attn.sum(1))
+    seen: dict[tuple, int] = {}
+    group = [seen.setdefault(tuple(ids[b, : plen[b]].tolist()), len(seen)) for b in range(len(ids))]
+    return torch.tensor(group), plen
+
+
+def micro_batches(idx: torch.Tensor, attn: torch.Tensor, micro: int | None, tokens: int | None,
+                  group: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The sequences `idx` as forward passes: longest first, each pass at most `micro` sequences and
+    `tokens` padded tokens (its sequences x its longest; one longer sequence is a pass of its own),
+    so a pass is cut to its own longest sequence instead of the batch's (`algo.micro_tokens`, verl's
+    dynamic batch size). With `group` (`prompt_groups`), a prompt's rows stay next to each other
+    (ordered by their longest) so that a pass shares their prompt's forward. All of `idx` in one
+    pass, in its order, when neither limit is set."""
+    if not micro and not tokens:
+        return [idx]
+    lengths = attn[idx].sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    if group is not None:  # stable sorts: by group within length, then groups by their longest
+        g = group[idx]
+        longest = torch.zeros(int(g.max()) + 1, dtype=lengths.dtype).scatter_reduce(0, g, lengths, "amax")[g]
+        order = order[torch.argsort(g[order], stable=True)]
+        order = order[torch.argsort(longest[order], descending=True, stable=True)]
+    out, start, width = [], 0, 0
+    for i in range(len(order)):
+        width = max(width, int(lengths[order[i]]))
+        if i > start and ((micro and i - start >= micro) or (tokens and (i - start + 1) * width > tokens)):
+            out.append(idx[order[start:i]])
+            start, width = i, int(lengths[order[i]])
+    return out + [idx[order[start:]]] if len(order) else out
+
+
+def _logits(model, x: torch.Tensor, attn: torch.Tensor, plen: torch.Tensor, group: torch.Tensor | None,
+            first: int) -> torch.Tensor:
+    """`logits_from(model, x, attn, first)` for right-padded rows x (B, w) with prompt lengths `plen`,
+    where rows with the same `group` id (the same prompt: a GRPO group) share one forward of their
+    prompt: its keys and values are computed once and each row's completion attends to them (the
+    gradient flows back through them to the prompt's forward). The same numbers up to float rounding,
+    for a fraction of the work when prompts are long against completions (SmolLM2's chat prompts:
+    180 prompt + 24 completion tokens in groups of 4 took a 135M update from 19-23 s to 7-8 s)."""
+    B, w = x.shape
+    ncomp = attn.sum(1) - plen
+    rows: dict[int, int] = {}  # group id -> its first row
+    for b, k in enumerate([] if group is None else group.tolist()):
+        rows.setdefault(k, b)
+    if len(rows) in (0, B) or int(ncomp.max()) == 0:
+        return logits_from(model, x, attn, first)
+    dev, at = x.device, {k: j for j, k in enumerate(rows)}
+    g = torch.tensor([at[k] for k in group.tolist()], device=dev)
+    pl = plen[list(rows.values())].to(dev)
+    lp, lc = int(pl.max()), int(ncomp.max())
+    keep = lp - int(pl.min()) + 1
+    pids, pattn = (torch.zeros(len(rows), lp, dtype=x.dtype, device=dev) for _ in range(2))
+    cids, cattn = (torch.zeros(B, lc, dtype=x.dtype, device=dev) for _ in range(2))
+    for j, b in enumerate(rows.values()):
+        pids[j, : pl[j]], pattn[j, : pl[j]] = x[b, : pl[j]], 1
+    for b in range(B):
+        n = int(ncomp[b])
+        cids[b, :n], cattn[b, :n] = x[b, plen[b] : plen[b] + n], 1
+    out = model(input_ids=pids, attention_mask=pattn, use_cache=True, logits_to_keep=keep)
+    last = out.logits[torch.arange(len(rows), device=dev), pl - 1 - (lp - keep)]  # predicts each prompt's first completion token
+    cache = out.past_key_values
+    cache.batch_select_indices(g)
+    pos = plen.to(dev)[:, None] + torch.arange(lc, device=dev)
+    comp = model(input_ids=cids, attention_mask=torch.cat([pattn[g], cattn], 1), position_ids=pos,
+                 past_key_values=cache, use_cache=False).logits
+    full = torch.cat([last[g][:, None], comp], 1)  # row b's column k: position plen[b] - 1 + k
+    logits = full.new_zeros(B, w - first, full.shape[-1])
+    for b in range(B):
+        n, k0 = int(ncomp[b]), int(plen[b]) - 1 - first
+        if n:
+            logits[b, k0 : k0 + n] = full[b, :n]
+    return logits
+
+
 @torch.no_grad()
-def _forward(model, ids, attn, mask, temperature: float, micro: int | None = None, chunk: int = 1024):
+def _forward(model, ids, attn, mask, temperature: float, micro: int | None = None, chunk: int = 1024,
+             tokens: int | None = None, share: bool = True):
     """Sampled tokens' log-probs at `temperature` and at 1, and the entropy at `temperature`, (B, T-1)
-    each on the CPU, `micro` sequences per forward pass (all at once when None); 0 off the completion
-    mask `mask` before each micro-batch's first completion position and past its longest sequence."""
+    each on the CPU, in the passes of `micro_batches` (rows with one prompt sharing its forward when
+    `share`); 0 off the completion mask `mask` before each pass's first completion position and past
+    its longest sequence."""
     B, T = ids.shape
     out = torch.zeros(3, B, T - 1)
-    for idx in torch.arange(B).split(micro or B):
+    group, plen = prompt_groups(ids, attn, mask)
+    group = group if share else None
+    for idx in micro_batches(torch.arange(B), attn, micro, tokens, group):
         w, f = _width(attn[idx]), first_completion(mask[idx])
         x = ids[idx, :w].to(_device(model))
-        logits = logits_from(model, x, attn[idx, :w].to(_device(model)), f)
+        logits = _logits(model, x, attn[idx, :w].to(_device(model)), plen[idx], None if group is None else group[idx], f)
         logp, entropy = token_logprobs_entropy(logits, x[:, f:], temperature, chunk)
         raw = logp if temperature == 1 else token_logprobs_entropy(logits, x[:, f:], 1.0, chunk)[0]
         out[:, idx, f : w - 1] = torch.stack([logp, raw, entropy]).cpu()
@@ -155,16 +240,15 @@ def prepare(learner, rollouts, rewards: list[float]) -> Batch:
     for b, r in enumerate(rollouts):
         engine[b][mask[b]] = torch.tensor(r.logprobs, dtype=torch.float32)
     cfg = learner.cfg
-    micro, chunk = cfg.get("micro_batch"), logprob_chunk(cfg)
     fused = single_pass(learner, len(rollouts))
     if fused:
         old, raw, entropy = (torch.zeros(mask.shape) for _ in range(3))
     else:
-        old, raw, entropy = _forward(learner.policy, ids, attn, mask, cfg.temperature, micro, chunk)
-    ref = _forward(learner.ref, ids, attn, mask, cfg.temperature, micro, chunk)[0] if needs_ref(learner) else None
+        old, raw, entropy = _forward(learner.policy, ids, attn, mask, cfg.temperature, *pass_args(cfg))
+    ref = _forward(learner.ref, ids, attn, mask, cfg.temperature, *pass_args(cfg))[0] if needs_ref(learner) else None
     kl = L.kl_estimate(old, ref, cfg.kl.estimator) * mask if ref is not None and not fused else torch.zeros(mask.shape)
-    return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32), fused,
-                 bool(cfg.get("async_generation")))
+    return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32),
+                 *prompt_groups(ids, attn, mask), fused, bool(cfg.get("async_generation")))
 
 
 def needs_ref(learner) -> bool:
@@ -178,6 +262,11 @@ def single_pass(learner, n: int) -> bool:
     update's forward gives them (ratio = 1)."""
     cfg = learner.cfg
     return cfg.epochs == 1 and cfg.minibatch >= n and reward_beta(learner) == 0 and not cfg.get("tis_cap")
+
+
+def pass_args(cfg) -> tuple:
+    """`_forward`'s micro, chunk, tokens and share from the algo config."""
+    return cfg.get("micro_batch"), logprob_chunk(cfg), cfg.get("micro_tokens"), cfg.get("share_prompt", True)
 
 
 def logprob_chunk(cfg) -> int:
@@ -223,7 +312,8 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
             denominator = L.aggregate_denominator(m, cfg.loss_agg, cfg.max_tokens)
             opt.zero_grad(set_to_none=True)
             loss = kl_sum = clipped_sum = 0.0
-            for mu in mb.split(cfg.get("micro_batch") or len(mb)):
+            share = b.group if cfg.get("share_prompt", True) else None
+            for mu in micro_batches(mb, b.attn, cfg.get("micro_batch"), cfg.get("micro_tokens"), share):
                 if loss_mask[mu].sum() == 0:
                     if b.fused:
                         _fill(learner, b, mu)
@@ -232,7 +322,8 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
                 cols = slice(first_completion(b.mask[mu]), t)  # the positions whose logits can meet the loss
                 mu_mask = loss_mask[mu, cols].to(dev)
                 x = b.ids[mu, : t + 1].to(dev)
-                logits = logits_from(policy, x, b.attn[mu, : t + 1].to(dev), cols.start)
+                logits = _logits(policy, x, b.attn[mu, : t + 1].to(dev), b.plen[mu], None if share is None else share[mu],
+                                 cols.start)
                 logp, entropy = token_logprobs_entropy(logits, x[:, cols.start :], cfg.temperature, chunk)
                 if b.fused:  # this forward is the sampling policy's (no step taken yet)
                     with torch.no_grad():
@@ -277,8 +368,7 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
 def _fill(learner, b: Batch, idx: torch.Tensor) -> None:
     """raw, old, entropy of sequences the fused update pass does not run (nothing of theirs in the loss)."""
     cfg = learner.cfg
-    old, raw, entropy = _forward(learner.policy, b.ids[idx], b.attn[idx], b.mask[idx], cfg.temperature,
-                                 cfg.get("micro_batch"), logprob_chunk(cfg))
+    old, raw, entropy = _forward(learner.policy, b.ids[idx], b.attn[idx], b.mask[idx], cfg.temperature, *pass_args(cfg))
     b.old[idx], b.raw[idx], b.entropy[idx] = old, raw, entropy
 
 
