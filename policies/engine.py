@@ -103,6 +103,23 @@ def weights_file(tag: str = "sync") -> str:
     return os.path.join(shm, f"rlhf-{tag}-{os.getpid()}-{uuid.uuid4().hex}.safetensors")
 
 
+def remove_stale_weights_files(tag: str = "sync") -> list[str]:
+    """`weights_file` paths whose process is gone (a run killed before it removed its file: each holds
+    the policy's size in RAM), removed; their paths."""
+    import glob
+
+    gone = []
+    for path in glob.glob(os.path.join(os.path.dirname(weights_file(tag)), f"rlhf-{tag}-*-*.safetensors")):
+        try:
+            os.kill(int(os.path.basename(path).split("-")[2]), 0)
+        except ProcessLookupError:
+            os.remove(path)
+            gone.append(path)
+        except (ValueError, PermissionError):  # not our naming, or another user's live process
+            pass
+    return gone
+
+
 def file_keys(path: str) -> set[str]:
     from safetensors import safe_open
 

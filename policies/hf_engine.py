@@ -10,9 +10,9 @@ from collections import defaultdict
 from typing import Sequence
 
 import torch
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from policies import shm_weights
 from policies.engine import Prompt, Rollout, Sampling, check_model_dir, check_state_keys, encode_prompts
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -94,7 +94,7 @@ class HFEngine:
         """From tensors, or from a safetensors file (`policies.engine.weights_file`)."""
         t0 = time.perf_counter()
         if isinstance(state_dict, str):
-            state_dict = load_file(state_dict)
+            state_dict = shm_weights.read(state_dict)
         # a tied head is the embedding's storage: a sync may leave it out
         optional = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
         check_state_keys(set(self.model.state_dict()), set(state_dict), "the HF engine's model", optional)

@@ -4,14 +4,14 @@ Kept in its own small module because vLLM imports it by qualified name inside wo
 """
 from __future__ import annotations
 
-from safetensors.torch import load_file
+from policies.shm_weights import read
 
 
 class WeightSync:
     def reload_from(self, path: str, refresh_tied_head: bool = True) -> bool:
         # On CPU the linear weights are repacked after loading, so model.load_weights() fails;
         # reload_weights() re-runs the loader (including the repacking) on checkpoint-format tensors.
-        tensors = load_file(path)
+        tensors = read(path)  # views of the file: reload_weights copies them into the parameters
         self.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
         if refresh_tied_head:
             self._refresh_tied_head(tensors)

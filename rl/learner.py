@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from policies import shm_weights
 from policies.logprobs import pad_rollouts
 from rl import losses as L
 from rl.algos import common, get_algo
@@ -33,6 +34,7 @@ class Learner(Reusable):
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.cfg, self.path = cfg, path
+        self.sync_file = shm_weights.Writer()  # a run syncs through one path: rewritten in place
         self.device = resolve_device(cfg.get("device", "auto"))
         self.precision = cfg.get("precision", "fp32")
         if self.precision not in PRECISIONS:
@@ -92,11 +94,10 @@ class Learner(Reusable):
         memory; the driver, on this node, owns and removes it): an engine on this node reads it straight
         away, with no trip through Ray's object store. A tied head is left out (its storage is the
         embedding's). Returns `path`."""
-        tensors = self._engine_weights(copy=False)  # save_file copies them out itself
+        tensors = self._engine_weights(copy=False)  # copied into the file in place
         if getattr(self.policy.config, "tie_word_embeddings", False):
             tensors.pop("lm_head.weight", None)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, path)
-        return path
+        return self.sync_file.write(path, tensors)
 
     @torch.no_grad()
     def engine_gap(self, rollouts) -> dict:

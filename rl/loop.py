@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from policies.actor import call
-from policies.engine import Rollout, Sampling, weights_file
+from policies.engine import Rollout, Sampling, remove_stale_weights_files, weights_file
 from policies.sync import check_gap
 from rl import checkpoint, warm
 from rl.placement import Placement
@@ -189,7 +189,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         return proxy_scores, gold_scores
 
     nodes = {}  # the Ray node ids the actors run on
-    finished = False
+    finished, sync_path = False, None
     try:
         engine.wait()
         for ref, role in pending:
@@ -203,11 +203,17 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             same_node = {*nodes["engine"], nodes["learner"]} == {ray.get_runtime_context().get_node_id()}
             via_file = same_node and cfg.engine.get("sync_via", "auto") == "auto"
             nodes["weight_sync"] = "shm_file" if via_file else "object_store"
-            ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo, via_file=via_file)
+            if via_file:
+                for stale in remove_stale_weights_files():
+                    print(f"removed {stale}: a weight-sync file left by a run that no longer exists")
+            sync_path = weights_file() if via_file else None
+            ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo, sync_path=sync_path)
             summary = _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume)
         finished = True
     finally:
         log.close()
+        if sync_path and os.path.exists(sync_path):
+            os.remove(sync_path)
         # kept warm only after a run that ended well (not one a fault stopped)
         for role, a in [("engine", engine)] + [(r, a) for r, a in roles.items() if has[r]]:
             if finished and keys.get(role) is not None:
@@ -369,14 +375,11 @@ def _sync(ctx, learner) -> float:
     """The learner's weights into the engine; the engine's load time. On one node through a safetensors
     file in shared memory (the learner writes it, the engine reads it: at the SmolLM2-135M shape 0.82 s
     a sync against 3.44 s through the object store, BENCHMARKS.md), across nodes through the object store."""
-    if not ctx.via_file:
+    if ctx.sync_path is None:
         return ctx.engine.load_weights(learner.state_dict.remote())
-    path = weights_file()
-    try:  # the path goes to the learner and, once written, straight to the engine actor (no driver stop)
-        return ctx.engine.load_weights(learner.write_weights.remote(path))
-    finally:
-        if os.path.exists(path):
-            os.remove(path)
+    # the path goes to the learner and, once written, straight to the engine actor (no driver stop); the
+    # learner rewrites the same file every sync (policies/shm_weights.py), the run removes it at its end
+    return ctx.engine.load_weights(learner.write_weights.remote(ctx.sync_path))
 
 
 def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -> dict:

@@ -114,19 +114,20 @@ def test_micro_batches_by_padded_tokens():
 
 
 def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path):
-    """Three prompts of 3, 6 and 4 tokens with 3, 1 and 2 samples of 1-6 tokens, one sample with no
-    completion token: the log-probs of the completion tokens and the parameter gradients of a weighted
-    sum of them equal those of a plain forward of each whole sequence."""
+    """Three prompts of 20, 24 and 22 tokens with 4, 2 and 4 samples of 0-4 tokens (one sample with no
+    completion token): the prompts' forwards are shared (two model calls: the prompts, then the
+    completions), and the log-probs of the completion tokens and the parameter gradients of a
+    weighted sum of them equal those of a plain forward of each whole sequence."""
     model = Learner(model_path, algo_cfg()).policy
     g = torch.Generator().manual_seed(1)
     rs = []
-    for i, (plen, clens) in enumerate([(3, [2, 6, 1]), (6, [4]), (4, [0, 5])]):
+    for i, (plen, clens) in enumerate([(20, [2, 4, 1, 3]), (24, [4, 2]), (22, [0, 3, 4, 1])]):
         prompt = torch.randint(3, model.config.vocab_size, (plen,), generator=g).tolist()
         for c in clens:
             rs.append(Rollout(i, prompt, torch.randint(3, model.config.vocab_size, (c,), generator=g).tolist(), "", [], "length"))
     ids, attn, mask = pad_rollouts(rs)
     group, plen = common.prompt_groups(ids, attn, mask)
-    assert group.tolist() == [0, 0, 0, 1, 2, 2] and plen.tolist() == [3, 3, 3, 6, 4, 4]  # row 4: all prompt
+    assert group.tolist() == [0] * 4 + [1] * 2 + [2] * 4 and plen.tolist() == [20] * 4 + [24] * 2 + [22] * 4
     weights = torch.randn(mask.shape, generator=g)
 
     def logprobs_and_grads(shared: bool):
@@ -138,7 +139,11 @@ def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path):
         return lp.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
 
     plain, plain_grads = logprobs_and_grads(False)
+    calls = []
+    hook = model.register_forward_pre_hook(lambda *_: calls.append(1))
     shared, shared_grads = logprobs_and_grads(True)
+    hook.remove()
+    assert len(calls) == 2
     assert (plain - shared).abs().max() < 1e-5 and plain.abs().sum() > 1
     assert max((plain_grads[k] - shared_grads[k]).abs().max().item() for k in plain_grads) < 1e-4
 

@@ -62,6 +62,47 @@ def test_weights_file_without_tied_head(engine, echo_model, tmp_path):
         engine.load_weights(path)
 
 
+def test_a_file_rewritten_in_place_serves_each_sync(engine, echo_model, tmp_path):
+    """The loop's sync file (policies/shm_weights.py): two policies written in turn to one path, the
+    second in place (same inode); after each load the engine's log-probs are that policy's, and
+    safetensors' own reader reads the second policy's tensors from the file."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from policies.shm_weights import Writer
+
+    path, writer = str(tmp_path / "sync.safetensors"), Writer()
+    for i, seed in enumerate((7, 8)):
+        policy = perturbed(echo_model, 0.2, seed=seed)
+        state = {k: v for k, v in policy.state_dict().items() if k != "lm_head.weight"}
+        writer.write(path, state)
+        inode = os.stat(path).st_ino if i == 0 else inode
+        assert os.stat(path).st_ino == inode
+        engine.load_weights(path)
+        assert check_logprobs(policy, engine.generate(PROBES, Sampling(max_tokens=12, seed=0)))["max"] < 1e-4
+    on_disk = load_file(path)
+    assert on_disk.keys() == state.keys() and all(torch.equal(on_disk[k], state[k]) for k in state)
+
+
+def test_stale_sync_files_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from policies import engine as E
+
+    monkeypatch.setattr(E, "weights_file", lambda tag="sync": str(tmp_path / f"rlhf-{tag}-{os.getpid()}-x.safetensors"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    files = {who: tmp_path / f"rlhf-sync-{pid}-abc.safetensors" for who, pid in
+             (("dead", int(dead.stdout)), ("alive", os.getpid()))}
+    for f in files.values():
+        f.write_bytes(b"x")
+    (tmp_path / "rlhf-sync-notapid-abc.safetensors").write_bytes(b"x")
+    assert E.remove_stale_weights_files() == [str(files["dead"])]
+    assert not files["dead"].exists() and files["alive"].exists()
+
+
 def test_stale_tensor_is_detected(engine, echo_model):
     old = AutoModelForCausalLM.from_pretrained(echo_model, dtype=torch.float32).state_dict()
     policy = perturbed(echo_model, 0.05, seed=3)
