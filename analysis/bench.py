@@ -1,4 +1,5 @@
-"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor|cost|sync|replicas|async|sweep`
+"""Rerunnable benchmarks. `python -m analysis.bench engines|algos|neighbour|trl|floor|cost|sync|replicas|async|sweep|pieces|
+share_prompt|micro_tokens`
 
 engines: tokens/s of the vLLM and HF engines on one sampling workload (16 prompts x 4 samples x
 128 tokens, temperature 1) for two model sizes, alternating the engines run by run and quoting
@@ -35,6 +36,10 @@ sweep: a Hydra multirun of short runs (`python -m rl.run -m ... seed=0,1,2,3`: f
 process) with the actors kept warm from job to job (`cluster.keep_warm=true`, the default) and with
 every job starting its own (`false`), alternating: the process's wall time and each job's
 (`warm_sweep_ratio` = warm / cold process time).
+
+pieces: two learner pieces in one process, alternating: a GRPO update with each sequence's own forward
+vs the prompts' forwards shared (`share_prompt_update_ratio_<size>_<prompt tokens>`: shared / own), and
+the weight-sync file written fresh per sync vs rewritten in place (`sync_write_ratio_<size>`).
 
 sync, replicas: the same short GRPO run (reward=gold, a random model of the `--size` shape) in two
 variants, alternating: the weight sync through Ray's object store vs a safetensors file in /dev/shm
@@ -378,6 +383,62 @@ def bench_variants(what: str, repeats: int, size: str, steps: int, out_dir: str,
             "ratio": res[names[-1]]["step_s"] / res[names[0]]["step_s"]}
 
 
+def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str) -> dict:
+    """Two learner pieces in one process on a random model of the `--size` shape, alternating, medians:
+    one GRPO update (4 prompts x 4 samples of 24 tokens, each prompt length given) with every sequence's
+    own forward vs the prompts' forwards shared (`algo.share_prompt`); and the weight-sync file: a fresh
+    safetensors file in /dev/shm per sync vs one rewritten in place (`policies/shm_weights.py`)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from policies.engine import Rollout, weights_file
+    from policies.shm_weights import Writer
+    from policies.tiny import random_model
+    from rl.learner import Learner
+    from worlds import zoo
+
+    path = str(random_model(os.path.join(out_dir, f"model_{size}"), SIZES[size], seed=0))
+    g = torch.Generator().manual_seed(0)
+    res = {"update_s": {}}
+    for plen in prompt_tokens:
+        rs = [Rollout(i, prompt, torch.randint(3, 20000, (24,), generator=g).tolist(), "", [0.0] * 24, "length")
+              for i in range(4) for prompt in [torch.randint(3, 20000, (plen,), generator=g).tolist()] for _ in range(4)]
+        rewards = [float(j % 2) for j in range(len(rs))]
+        learners = {share: Learner(path, zoo.compose("config", ["algo=grpo", "algo.device=cpu", "algo.lr=0",
+                                                                f"algo.share_prompt={share}"]).algo)
+                    for share in ("false", "true")}
+        times = {s: [] for s in learners}
+        for rep in range(repeats + 1):  # the first round warms up, untimed
+            for share in ("false", "true") if rep % 2 == 0 else ("true", "false"):
+                t0 = time.perf_counter()
+                learners[share].update(rs, rewards)
+                if rep:
+                    times[share].append(time.perf_counter() - t0)
+        res["update_s"][plen] = {s: statistics.median(t) for s, t in times.items()}
+        res.setdefault("update_runs_s", {})[plen] = times
+        print(f"update, {plen}-token prompts: one forward a sequence {res['update_s'][plen]['false']:.2f} s, "
+              f"shared {res['update_s'][plen]['true']:.2f} s", flush=True)
+    state = {k: v for k, v in learners["false"].policy.state_dict().items() if k != "lm_head.weight"}
+    writer, fixed, times = Writer(), weights_file(), {"fresh": [], "in_place": []}
+    try:
+        writer.write(fixed, state)  # its first write creates the file
+        for rep in range(max(repeats, 3)):
+            for how in ("fresh", "in_place") if rep % 2 == 0 else ("in_place", "fresh"):
+                t0 = time.perf_counter()
+                if how == "fresh":
+                    fresh = weights_file()
+                    save_file({k: v.contiguous() for k, v in state.items()}, fresh)
+                else:
+                    writer.write(fixed, state)
+                times[how].append(time.perf_counter() - t0)
+                if how == "fresh":
+                    os.remove(fresh)
+    finally:
+        os.remove(fixed)
+    res["sync_write_s"] = {h: statistics.median(t) for h, t in times.items()}
+    return res
+
+
 COST_WORK = {"prompts_per_step": 16, "samples_per_prompt": 8, "max_tokens": 24}
 COST_AXES = {"samples_per_prompt": [2, 4, 8, 16], "prompts_per_step": [4, 8, 16, 32], "max_tokens": [12, 24, 48, 96]}
 COST_SIZES = {"tiny": "tiny_random", "135m": "smollm2_135m_random"}  # model size: at 4 x 4 x 24
@@ -451,7 +512,7 @@ def plot_cost(res: dict, path: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis.bench")
-    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor", "cost", "sweep", *VARIANTS])
+    ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor", "cost", "sweep", "pieces", *VARIANTS])
     ap.add_argument("--size", default="tiny", choices=list(VARIANT_WORK),
                     help="trl, floor: the arith world's policy (tiny) or SmolLM2-135M; sync, replicas, async: a random model of "
                          "either shape, or (arith) the arith world's base policy")
@@ -463,6 +524,7 @@ def main(argv=None):
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--cache-dir", default=os.environ.get("RLHF_TESTBED_CACHE", os.path.expanduser("~/.cache/rlhf-testbed")))
+    ap.add_argument("--prompt-tokens", default="8,180", help="pieces: the prompt lengths of the update comparison")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--algos", default=",".join(ALGOS), help="algos: comma-separated algorithm names")
     ap.add_argument("--out-dir", default=None, help="algos, neighbour: where the runs go (default outputs/bench_<what>)")
@@ -471,7 +533,7 @@ def main(argv=None):
     if a.what in ("trl", "floor") and a.size not in TRL_WORLDS:
         ap.error(f"--size {a.size}: {a.what} takes one of {', '.join(TRL_WORLDS)}")
     a.out_dir = a.out_dir or f"outputs/bench_{a.what}"
-    a.steps = a.steps or {"cost": 8, "sync": 8, "replicas": 8, "sweep": 2}.get(a.what, 60)
+    a.steps = a.steps or {"cost": 8, "sync": 8, "replicas": 8, "sweep": 2, "share_prompt": 8, "micro_tokens": 8}.get(a.what, 60)
     if a.what == "trl":
         res = bench_trl(a.repeats, a.size, a.steps, a.out_dir, a.overrides)
         print(f"{' '.join(res['work'])}; median of {a.repeats} alternating runs each; gold gain on "
@@ -491,6 +553,13 @@ def main(argv=None):
         print(f"loop:  {lp['step_s']:.3f} = " + ", ".join(f"{k[:-2]} {lp[k]:.3f} ({res['share'][k]:.0%})"
                                                     for k in ("gen_s", "reward_s", "learn_s", "sync_s")))
         print(f"loop_over_floor={res['loop_over_floor']:.2f}")
+    elif a.what == "pieces":
+        res = bench_pieces(a.repeats, a.size, [int(x) for x in a.prompt_tokens.split(",")], a.out_dir)
+        for plen, u in res["update_s"].items():
+            print(f"share_prompt_update_ratio_{a.size}_{plen}={u['true'] / u['false']:.2f}")
+        w = res["sync_write_s"]
+        print(f"sync file write: fresh {w['fresh']:.3f} s, in place {w['in_place']:.3f} s")
+        print(f"sync_write_ratio_{a.size}={w['in_place'] / w['fresh']:.2f}")
     elif a.what == "cost":
         res = bench_cost(a.repeats, a.steps, a.out_dir, a.overrides)
         print(f"GRPO, reward=gold, random policies, {a.steps} steps a run; medians of {a.repeats} alternating repeats (s/step)")

@@ -49,6 +49,7 @@ class Learner(Reusable):
         # disables dropout in the policy too)
         self.policy.eval()
         self.ref = AdapterOff(self.policy) if self.lora else copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.moved = False  # the policy is still the reference (no update, no checkpoint loaded)
         self.optimizer = _adamw(self.policy, cfg.lr, cfg.get("weight_decay", 0.0))
         self.algo = get_algo(cfg.name)
         self.kl_coef = float(cfg.kl.coef)
@@ -66,6 +67,7 @@ class Learner(Reusable):
         return contextlib.nullcontext()
 
     def update(self, rollouts, rewards: list[float]) -> dict:
+        self.moved = True
         with self.autocast():
             m = self.algo.update(self, rollouts, rewards)
         m["kl/coef"] = self.kl_coef  # the beta this step used
@@ -99,6 +101,9 @@ class Learner(Reusable):
             tensors.pop("lm_head.weight", None)
         return self.sync_file.write(path, tensors)
 
+    def close_sync_file(self) -> None:
+        self.sync_file = shm_weights.Writer()
+
     @torch.no_grad()
     def engine_gap(self, rollouts) -> dict:
         """Mean and max |learner - engine| log-prob over the rollouts' tokens (temperature 1): the sync
@@ -111,6 +116,8 @@ class Learner(Reusable):
     def kl_to_ref(self, rollouts, temperature: float = 1.0) -> list[float]:
         """Per-sequence summed k1 = log pi - log ref on the rollouts' completion tokens (nats), both
         at the temperature the rollouts were sampled at (greedy rollouts, temperature 0: at 1)."""
+        if not self.moved:  # the reference's own weights: 0 exactly, without two passes (at 135M, minutes an evaluation)
+            return [0.0] * len(rollouts)
         temperature = temperature if temperature > 0 else 1.0
         ids, attn, mask = pad_rollouts(rollouts)
         # chunked log-probs, `algo.micro_batch` sequences (16 when unset: an eval set) per pass
@@ -151,6 +158,7 @@ class Learner(Reusable):
         if self.critic is not None:
             self.critic.load_state_dict(load_file(os.path.join(path, "critic.safetensors")))
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.moved = True
 
 
 def resolve_device(name: str) -> torch.device:

@@ -209,6 +209,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             sync_path = weights_file() if via_file else None
             ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo, sync_path=sync_path)
             summary = _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume)
+            if sync_path:  # a learner kept warm would otherwise hold the file's pages mapped until its next run
+                learner.close_sync_file.remote()
         finished = True
     finally:
         log.close()

@@ -155,6 +155,7 @@ def test_device_cpu_and_unknown_device(model_path):
     assert learner.device == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in learner.ref.parameters())
     rs = rollouts(learner.policy.config.vocab_size)
+    assert learner.kl_to_ref(rs) == [0.0] * len(rs)  # before any update the policy is the reference
     m = learner.update(rs, [1.0, 0.0] * 4)
     assert all(type(v) in (float, int) for v in m.values())  # plain numbers, no tensors
     assert all(v.device.type == "cpu" for v in learner.state_dict().values())
