@@ -9,6 +9,8 @@ What the learner computes per step is only what the config needs (as TRL and ver
   from that forward too. Otherwise a no-grad pass before the update gives them.
 - the reference pass only when beta > 0 (or an adaptive beta) or `algo.kl.log_every_step`: then
   kl/k1 and kl/k3 are logged every step; otherwise the KL is measured at evaluation (eval/kl).
+- a prompt's forward once for all its samples in a pass (`algo.share_prompt`, `_logits`) where that
+  at least halves the tokens run (long chat prompts, short completions).
 
 With `algo.async_generation` a step's rollouts were sampled by the weights before the previous
 update (one step off-policy): the clipped ratio is then pi_learner / pi_engine, the engine's own
@@ -175,9 +177,10 @@ def _logits(model, x: torch.Tensor, attn: torch.Tensor, plen: torch.Tensor, grou
     """`logits_from(model, x, attn, first)` for right-padded rows x (B, w) with prompt lengths `plen`,
     where rows with the same `group` id (the same prompt: a GRPO group) share one forward of their
     prompt when that at least halves the padded tokens run: its keys and values are computed once and
-    each row's completion attends to them (the gradient flows back through them to the prompt's forward). The same numbers up to float rounding,
-    for a fraction of the work when prompts are long against completions (SmolLM2's chat prompts:
-    180 prompt + 24 completion tokens in groups of 4 took a 135M update from 19-23 s to 7-8 s)."""
+    each row's completion attends to them (the gradient flows back through them to the prompt's
+    forward). The same numbers up to float rounding, for a fraction of the work when prompts are long
+    against completions (SmolLM2's chat prompts: 180 prompt + 24 completion tokens in groups of 4
+    took a 135M update from 19 s to 8.7 s, `python -m analysis.bench pieces`)."""
     B, w = x.shape
     ncomp = attn.sum(1) - plen
     rows: dict[int, int] = {}  # group id -> its first row
@@ -202,7 +205,8 @@ def _logits(model, x: torch.Tensor, attn: torch.Tensor, plen: torch.Tensor, grou
         n = int(ncomp[b])
         cids[b, :n], cattn[b, :n] = x[b, plen[b] : plen[b] + n], 1
     out = model(input_ids=pids, attention_mask=pattn, use_cache=True, logits_to_keep=keep)
-    last = out.logits[torch.arange(len(rows), device=dev), pl - 1 - (lp - keep)]  # predicts each prompt's first completion token
+    # each prompt's last position: what predicts its first completion token
+    last = out.logits[torch.arange(len(rows), device=dev), pl - 1 - (lp - keep)]
     cache = out.past_key_values
     cache.batch_select_indices(g)
     pos = plen.to(dev)[:, None] + torch.arange(lc, device=dev)
