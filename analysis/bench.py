@@ -385,8 +385,9 @@ def bench_variants(what: str, repeats: int, size: str, steps: int, out_dir: str,
 
 def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str) -> dict:
     """Two learner pieces in one process on a random model of the `--size` shape, alternating, medians:
-    one GRPO update (4 prompts x 4 samples of 24 tokens, each prompt length given) with every sequence's
-    own forward vs the prompts' forwards shared (`algo.share_prompt`); and the weight-sync file: a fresh
+    one GRPO update (4 prompts x 4 samples at 135M, 16 x 8 at the tiny shape; completions of 4-24
+    tokens; each prompt length given) with every sequence's own forward (padded to the longest) vs a
+    group packed in one row (`algo.share_prompt`); and the weight-sync file: a fresh
     safetensors file in /dev/shm per sync vs one rewritten in place (`policies/shm_weights.py`)."""
     import torch
     from safetensors.torch import save_file
@@ -401,8 +402,11 @@ def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str
     g = torch.Generator().manual_seed(0)
     res = {"update_s": {}}
     for plen in prompt_tokens:
-        rs = [Rollout(i, prompt, torch.randint(3, 20000, (24,), generator=g).tolist(), "", [0.0] * 24, "length")
-              for i in range(4) for prompt in [torch.randint(3, 20000, (plen,), generator=g).tolist()] for _ in range(4)]
+        prompts, samples = (4, 4) if size == "135m" else (16, 8)
+        vocab = 20000 if size == "135m" else 100
+        rs = [Rollout(i, prompt, torch.randint(3, vocab, (n,), generator=g).tolist(), "", [0.0] * n, "length")
+              for i in range(prompts) for prompt in [torch.randint(3, vocab, (plen,), generator=g).tolist()]
+              for n in torch.randint(4, 25, (samples,), generator=g).tolist()]
         rewards = [float(j % 2) for j in range(len(rs))]
         learners = {share: Learner(path, zoo.compose("config", ["algo=grpo", "algo.device=cpu", "algo.lr=0",
                                                                 f"algo.share_prompt={share}"]).algo)
@@ -417,7 +421,7 @@ def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str
         res["update_s"][plen] = {s: statistics.median(t) for s, t in times.items()}
         res.setdefault("update_runs_s", {})[plen] = times
         print(f"update, {plen}-token prompts: one forward a sequence {res['update_s'][plen]['false']:.2f} s, "
-              f"shared {res['update_s'][plen]['true']:.2f} s", flush=True)
+              f"packed by prompt {res['update_s'][plen]['true']:.2f} s", flush=True)
     state = {k: v for k, v in learners["false"].policy.state_dict().items() if k != "lm_head.weight"}
     writer, fixed, times = Writer(), weights_file(), {"fresh": [], "in_place": []}
     try:

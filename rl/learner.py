@@ -196,10 +196,14 @@ class AdapterOff(torch.nn.Module):
     def __init__(self, peft_model):
         super().__init__()
         self.peft_model = peft_model
+        self.config = peft_model.config
 
     def forward(self, **inputs):
         with torch.no_grad(), self.peft_model.disable_adapter():
             return self.peft_model(**inputs)
+
+    def get_output_embeddings(self):
+        return self.peft_model.get_output_embeddings()
 
 
 @torch.no_grad()

@@ -115,9 +115,10 @@ def test_micro_batches_by_padded_tokens():
 
 def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path):
     """Three prompts of 20, 24 and 22 tokens with 4, 2 and 4 samples of 0-4 tokens (one sample with no
-    completion token): the prompts' forwards are shared (two model calls: the prompts, then the
-    completions), and the log-probs of the completion tokens and the parameter gradients of a
-    weighted sum of them equal those of a plain forward of each whole sequence."""
+    completion token): each prompt's rows run as one packed row (one model call over 3 rows of at
+    most 24 + 6 tokens, not 10 rows of 28), and the log-probs of the completion tokens and the
+    parameter gradients of a weighted sum of them equal those of a plain forward of each whole
+    sequence."""
     model = Learner(model_path, algo_cfg()).policy
     g = torch.Generator().manual_seed(1)
     rs = []
@@ -140,10 +141,11 @@ def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path):
 
     plain, plain_grads = logprobs_and_grads(False)
     calls = []
-    hook = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    hook = model.register_forward_pre_hook(lambda _, args, kw: calls.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
     shared, shared_grads = logprobs_and_grads(True)
     hook.remove()
-    assert len(calls) == 2
+    assert calls == [(3, 30)]  # prompt 24 + completions 4 + 2; the others 20 + 10 and 22 + 8
     assert (plain - shared).abs().max() < 1e-5 and plain.abs().sum() > 1
     assert max((plain_grads[k] - shared_grads[k]).abs().max().item() for k in plain_grads) < 1e-4
 

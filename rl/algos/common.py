@@ -9,8 +9,8 @@ What the learner computes per step is only what the config needs (as TRL and ver
   from that forward too. Otherwise a no-grad pass before the update gives them.
 - the reference pass only when beta > 0 (or an adaptive beta) or `algo.kl.log_every_step`: then
   kl/k1 and kl/k3 are logged every step; otherwise the KL is measured at evaluation (eval/kl).
-- a prompt's forward once for all its samples in a pass (`algo.share_prompt`, `_logits`) where that
-  at least halves the tokens run (long chat prompts, short completions).
+- a prompt and its samples as one packed row of a pass (`algo.share_prompt`, `_logits`): the prompt
+  once, each completion after it under a mask, no padding inside the group, where that costs less.
 
 With `algo.async_generation` a step's rollouts were sampled by the weights before the previous
 update (one step off-policy): the clipped ratio is then pi_learner / pi_engine, the engine's own
@@ -172,52 +172,58 @@ def micro_batches(idx: torch.Tensor, attn: torch.Tensor, micro: int | None, toke
     return out + [idx[order[start:]]] if len(order) else out
 
 
+def _pass_cost(rows: int, length: int, hidden: int) -> float:
+    """Relative cost of a forward over `rows` x `length` tokens: per token the linear layers (~24 h^2
+    flops a layer) plus attention over the row (~4 h flops per key)."""
+    return rows * length * (1 + length / (6 * hidden))
+
+
 def _logits(model, x: torch.Tensor, attn: torch.Tensor, plen: torch.Tensor, group: torch.Tensor | None,
             first: int) -> torch.Tensor:
     """`logits_from(model, x, attn, first)` for right-padded rows x (B, w) with prompt lengths `plen`,
-    where rows with the same `group` id (the same prompt: a GRPO group) share one forward of their
-    prompt when that at least halves the padded tokens run: its keys and values are computed once and
-    each row's completion attends to them (the gradient flows back through them to the prompt's
-    forward). The same numbers up to float rounding, for a fraction of the work when prompts are long
-    against completions (SmolLM2's chat prompts: 180 prompt + 24 completion tokens in groups of 4
-    took a 135M update from 19 s to 8.7 s, `python -m analysis.bench pieces`)."""
+    where rows with the same `group` id (the same prompt: a GRPO group) run as one packed row when
+    that costs less than the padded batch: the prompt once, then each sample's completion after it,
+    under a mask that lets a completion see the prompt and its own earlier tokens only, with the
+    positions it had when sampled. One forward, the prompt computed once, no padding inside the
+    group; the same numbers up to float rounding (tests/test_microbatch.py). Logits are computed only
+    at the positions that predict completion tokens (zeros elsewhere)."""
     B, w = x.shape
-    ncomp = attn.sum(1) - plen
-    rows: dict[int, int] = {}  # group id -> its first row
+    cfg = model.config
+    lens, pl = attn.sum(1).tolist(), plen.tolist()
+    packs: dict[int, list[int]] = {}
     for b, k in enumerate([] if group is None else group.tolist()):
-        rows.setdefault(k, b)
-    if len(rows) in (0, B) or int(ncomp.max()) == 0:
+        packs.setdefault(k, []).append(b)
+    R = max((pl[r[0]] + sum(lens[b] - pl[b] for b in r) for r in packs.values()), default=0)
+    if (len(packs) in (0, B) or getattr(cfg, "_attn_implementation", None) != "sdpa"  # a boolean 4-D mask
+            or _pass_cost(len(packs), R, cfg.hidden_size) >= _pass_cost(B, w, cfg.hidden_size)):
         return logits_from(model, x, attn, first)
-    dev, at = x.device, {k: j for j, k in enumerate(rows)}
-    g = torch.tensor([at[k] for k in group.tolist()], device=dev)
-    pl = plen[list(rows.values())].to(dev)
-    lp, lc = int(pl.max()), int(ncomp.max())
-    if len(rows) * lp + B * lc > B * w / 2:  # two passes, the cache's copies per row and the logits' assembly
-        # cost more than the prompt tokens they save (measured at the 135M shape: 8-token prompts with
-        # 24-token completions 20-30% slower shared, 180-token prompts 2.6x faster)
-        return logits_from(model, x, attn, first)
-    keep = lp - int(pl.min()) + 1
-    pids, pattn = (torch.zeros(len(rows), lp, dtype=x.dtype, device=dev) for _ in range(2))
-    cids, cattn = (torch.zeros(B, lc, dtype=x.dtype, device=dev) for _ in range(2))
-    for j, b in enumerate(rows.values()):
-        pids[j, : pl[j]], pattn[j, : pl[j]] = x[b, : pl[j]], 1
-    for b in range(B):
-        n = int(ncomp[b])
-        cids[b, :n], cattn[b, :n] = x[b, plen[b] : plen[b] + n], 1
-    out = model(input_ids=pids, attention_mask=pattn, use_cache=True, logits_to_keep=keep)
-    # each prompt's last position: what predicts its first completion token
-    last = out.logits[torch.arange(len(rows), device=dev), pl - 1 - (lp - keep)]
-    cache = out.past_key_values
-    cache.batch_select_indices(g)
-    pos = plen.to(dev)[:, None] + torch.arange(lc, device=dev)
-    comp = model(input_ids=cids, attention_mask=torch.cat([pattn[g], cattn], 1), position_ids=pos,
-                 past_key_values=cache, use_cache=False).logits
-    full = torch.cat([last[g][:, None], comp], 1)  # row b's column k: position plen[b] - 1 + k
-    logits = full.new_zeros(B, w - first, full.shape[-1])
-    for b in range(B):
-        n, k0 = int(ncomp[b]), int(plen[b]) - 1 - first
-        if n:
-            logits[b, k0 : k0 + n] = full[b, :n]
+    G, dev = len(packs), x.device
+    ids, pos = torch.zeros(G, R, dtype=x.dtype), torch.zeros(G, R, dtype=torch.long)
+    seg = torch.full((G, R), -2)  # -1: the prompt, b: row b's completion, -2: padding
+    rows, cols, src = [], [], []  # logits[rows, cols] come from the packed hidden state at flat index src
+    xc = x.cpu()
+    for g, members in enumerate(packs.values()):
+        p = pl[members[0]]
+        ids[g, :p], pos[g, :p], seg[g, :p] = xc[members[0], :p], torch.arange(p), -1
+        at = p
+        for b in members:
+            n = lens[b] - pl[b]
+            ids[g, at : at + n], pos[g, at : at + n], seg[g, at : at + n] = xc[b, p : p + n], torch.arange(p, p + n), b
+            # completion token j of row b is predicted at column p - 1 + j: by the prompt's last position
+            # (j = 0, shared by the group) or by the packed slot of token j - 1
+            rows += [b] * n
+            cols += range(p - 1 - first, p - 1 - first + n)
+            src += [g * R + p - 1] + [g * R + at + j for j in range(n - 1)] if n else []
+            at += n
+    q, k = seg[:, :, None], seg[:, None, :]
+    causal = pos[:, :, None] >= pos[:, None, :]
+    mask = (((k == -1) & (q != -2)) | ((q == k) & (q >= 0))) & causal | torch.eye(R, dtype=torch.bool)  # padding sees itself
+    out = model(input_ids=ids.to(dev), attention_mask=mask[:, None].to(dev), position_ids=pos.to(dev),
+                output_hidden_states=True, logits_to_keep=1)
+    hidden = out.hidden_states[-1].flatten(0, 1)  # the final norm's output
+    picked = model.get_output_embeddings()(hidden[torch.tensor(src, device=dev)])
+    logits = picked.new_zeros(B, w - first, picked.shape[-1])
+    logits[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)] = picked
     return logits
 
 
