@@ -316,6 +316,9 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
     stopped = False
     for _ in range(cfg.epochs):
         for mb in torch.randperm(len(b.ids)).split(cfg.minibatch):
+            # in batch order: a minibatch of the whole batch then packs its rows exactly as the pass that
+            # gave the old log-probs did (the same float rounding: the first ratio is 1 to the bit)
+            mb = mb.sort().values
             m = loss_mask[mb]
             if m.sum() == 0:
                 if b.fused:
