@@ -37,9 +37,10 @@ process) with the actors kept warm from job to job (`cluster.keep_warm=true`, th
 every job starting its own (`false`), alternating: the process's wall time and each job's
 (`warm_sweep_ratio` = warm / cold process time).
 
-pieces: two learner pieces in one process, alternating: a GRPO update with each sequence's own forward
-vs the prompts' forwards shared (`share_prompt_update_ratio_<size>_<prompt tokens>`: shared / own), and
-the weight-sync file written fresh per sync vs rewritten in place (`sync_write_ratio_<size>`).
+pieces: learner pieces in one process, alternating: a GRPO update with each sequence's own forward vs
+a prompt and its samples packed in one row (`share_prompt_update_ratio_<size>_<prompt tokens>`: packed /
+own), an AdamW step fused vs per tensor (`adamw_fused_ratio_<size>`), and the weight-sync file written
+fresh per sync vs rewritten in place (`sync_write_ratio_<size>`).
 
 sync, replicas: the same short GRPO run (reward=gold, a random model of the `--size` shape) in two
 variants, alternating: the weight sync through Ray's object store vs a safetensors file in /dev/shm
@@ -387,7 +388,8 @@ def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str
     """Two learner pieces in one process on a random model of the `--size` shape, alternating, medians:
     one GRPO update (4 prompts x 4 samples at 135M, 16 x 8 at the tiny shape; completions of 4-24
     tokens; each prompt length given) with every sequence's own forward (padded to the longest) vs a
-    group packed in one row (`algo.share_prompt`); and the weight-sync file: a fresh
+    group packed in one row (`algo.share_prompt`); an AdamW step over the model's parameters, per tensor
+    (torch's CPU default) vs fused (what the learner uses); and the weight-sync file: a fresh
     safetensors file in /dev/shm per sync vs one rewritten in place (`policies/shm_weights.py`)."""
     import torch
     from safetensors.torch import save_file
@@ -422,6 +424,20 @@ def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str
         res.setdefault("update_runs_s", {})[plen] = times
         print(f"update, {plen}-token prompts: one forward a sequence {res['update_s'][plen]['false']:.2f} s, "
               f"packed by prompt {res['update_s'][plen]['true']:.2f} s", flush=True)
+    params = list(learners["false"].policy.parameters())
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-3
+    opts = {fused: torch.optim.AdamW(params, lr=0.0, betas=(0.9, 0.95), fused=fused) for fused in (False, True)}
+    times = {f: [] for f in opts}
+    for rep in range(max(repeats, 3) + 1):  # the first round creates the optimizer state, untimed
+        for fused in (False, True) if rep % 2 == 0 else (True, False):
+            t0 = time.perf_counter()
+            opts[fused].step()
+            if rep:
+                times[fused].append(time.perf_counter() - t0)
+    res["adamw_step_s"] = {("fused" if f else "per_tensor"): statistics.median(t) for f, t in times.items()}
+    print(f"AdamW step: per tensor {res['adamw_step_s']['per_tensor']:.3f} s, fused {res['adamw_step_s']['fused']:.3f} s",
+          flush=True)
     state = {k: v for k, v in learners["false"].policy.state_dict().items() if k != "lm_head.weight"}
     writer, fixed, times = Writer(), weights_file(), {"fresh": [], "in_place": []}
     try:
@@ -561,6 +577,8 @@ def main(argv=None):
         res = bench_pieces(a.repeats, a.size, [int(x) for x in a.prompt_tokens.split(",")], a.out_dir)
         for plen, u in res["update_s"].items():
             print(f"share_prompt_update_ratio_{a.size}_{plen}={u['true'] / u['false']:.2f}")
+        o = res["adamw_step_s"]
+        print(f"adamw_fused_ratio_{a.size}={o['fused'] / o['per_tensor']:.2f}")
         w = res["sync_write_s"]
         print(f"sync file write: fresh {w['fresh']:.3f} s, in place {w['in_place']:.3f} s")
         print(f"sync_write_ratio_{a.size}={w['in_place'] / w['fresh']:.2f}")
