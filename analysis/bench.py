@@ -403,9 +403,9 @@ def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str
     path = str(random_model(os.path.join(out_dir, f"model_{size}"), SIZES[size], seed=0))
     g = torch.Generator().manual_seed(0)
     res = {"update_s": {}}
+    prompts, samples = (4, 4) if size == "135m" else (16, 8)
+    vocab = 20000 if size == "135m" else 100
     for plen in prompt_tokens:
-        prompts, samples = (4, 4) if size == "135m" else (16, 8)
-        vocab = 20000 if size == "135m" else 100
         rs = [Rollout(i, prompt, torch.randint(3, vocab, (n,), generator=g).tolist(), "", [0.0] * n, "length")
               for i in range(prompts) for prompt in [torch.randint(3, vocab, (plen,), generator=g).tolist()]
               for n in torch.randint(4, 25, (samples,), generator=g).tolist()]

@@ -174,8 +174,8 @@ def resolve_device(name: str) -> torch.device:
 
 def _adamw(model, lr: float, weight_decay: float):
     params = [p for p in model.parameters() if p.requires_grad]  # with LoRA: the adapter alone
-    # fused: one kernel over all tensors; on CPU 5x faster than the per-tensor default at 135M
-    # (0.08 vs 0.40 s a step, `python -m analysis.bench pieces`), the same update up to rounding
+    # fused: one kernel over all tensors; on CPU 5-9x faster than the per-tensor default at 135M
+    # (0.08 vs 0.40-0.71 s a step, `python -m analysis.bench pieces`), the same update up to rounding
     fused = params[0].device.type in ("cpu", "cuda")
     return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay, fused=fused)
 
