@@ -62,18 +62,30 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         ids = encode_prompts(self.tokenizer, prompts)
+        # vLLM decodes each sequence token by token as it samples (and each log-prob's token too);
+        # one batch decode at the end gives the same text for less. Stop strings need the
+        # incremental text, so with them vLLM decodes. (One difference: a sequence that max_tokens cut
+        # inside a multi-byte character ends in U+FFFD, as the HF engine's does; vLLM holds that token back.)
+        detok = bool(sampling.stop)
         # One seed per prompt: vLLM gives sample j of a request seed+j, so a shared seed would make
-        # every prompt's samples draw the same random numbers.
+        # every prompt's samples draw the same random numbers. flat_logprobs: a few flat lists per
+        # sequence instead of a dict per token.
         params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                  max_tokens=sampling.max_tokens, stop=sampling.stop or None, logprobs=0,
+                                 flat_logprobs=True, detokenize=detok,
                                  seed=None if sampling.seed is None else sampling.seed + i * sampling.n)
                   for i in range(len(ids))]
         outs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
+        outs = [(i, p, sorted(out.outputs, key=lambda o: o.index)) for i, (p, out) in enumerate(zip(ids, outs))]
+        seqs = [o for _, _, os_ in outs for o in os_]
+        texts = iter([o.text for o in seqs] if detok else self.tokenizer.batch_decode(
+            [o.token_ids for o in seqs], skip_special_tokens=True, clean_up_tokenization_spaces=False))
         rollouts = []
-        for i, (p, out) in enumerate(zip(ids, outs)):
-            for o in sorted(out.outputs, key=lambda o: o.index):
-                lps = [d[t].logprob for t, d in zip(o.token_ids, o.logprobs)]
-                rollouts.append(Rollout(i, p, list(o.token_ids), o.text, lps,
+        for i, p, os_ in outs:
+            for o in os_:
+                flat = o.logprobs  # the sampled token's log-prob comes first at each position
+                lps = [flat.logprobs[k] for k in flat.start_indices]
+                rollouts.append(Rollout(i, p, list(o.token_ids), next(texts), lps,
                                         "stop" if o.finish_reason == "stop" else "length"))
         return rollouts
 
