@@ -329,8 +329,9 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
             denominator = L.aggregate_denominator(m, cfg.loss_agg, cfg.max_tokens)
             opt.zero_grad(set_to_none=True)
             loss = kl_sum = clipped_sum = 0.0
-            share = b.group if cfg.get("share_prompt", True) else None
-            for mu in micro_batches(mb, b.attn, cfg.get("micro_batch"), cfg.get("micro_tokens"), share):
+            micro, _, tokens, shared = pass_args(cfg)
+            share = b.group if shared else None
+            for mu in micro_batches(mb, b.attn, micro, tokens, share):
                 if loss_mask[mu].sum() == 0:
                     if b.fused:
                         _fill(learner, b, mu)
