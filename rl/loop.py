@@ -5,7 +5,8 @@ sync (checked) -> log. The driver is algorithm-agnostic; `rl/algos/<name>.py` su
 Actors: the rollout engine (policies.actor), the learner (policy, optimizer, frozen reference),
 one reward actor for the proxy and one for gold (evaluation only unless reward=gold) when the source
 holds a model (a text-only one is scored in the driver: `IN_PROCESS`). All phases
-run one after another, so every actor may use all `cluster.threads_per_actor` cores.
+run one after another, so every actor may use every core (`cluster.threads_per_actor: auto`; with
+`algo.async_generation` the learner gets half of them: the engine generates meanwhile).
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     from policies.engine import EngineError
     from policies.models import resolve_policy
     from rewards import check_source, zoo_artifacts
-    from rl.cluster import init_ray
+    from rl.cluster import actor_threads, init_ray
     from rl.learner import Learner  # transformers: seconds of imports a config error need not wait for
     from rl.logger import MetricLogger
     from worlds import zoo
@@ -136,7 +137,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
             critic_path = resolve_critic(cfg, policy_path, zoo_dir)
     init_ray(cfg.cluster)
-    timeout, threads = cfg.engine.rpc_timeout_s, cfg.cluster.threads_per_actor
+    timeout, threads = cfg.engine.rpc_timeout_s, actor_threads(cfg)
     c = cfg.cluster
     # parked actors (rl/warm.py) serve a run that places nothing (a placement group goes with its run)
     keep = c.get("keep_warm", True) and c.get("placement", "none") == "none"

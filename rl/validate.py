@@ -46,6 +46,9 @@ def validate(cfg: DictConfig) -> Checked:
         value = _get(cfg, key)
         if (default if value is None else value) not in allowed:
             errors.append(f"{key}={value!r}; expected one of: {', '.join(allowed)}")
+    threads = _get(cfg, "cluster.threads_per_actor")
+    if not (threads is None or threads == "auto" or (isinstance(threads, int) and threads >= 1)):
+        errors.append(f"cluster.threads_per_actor={threads!r}; expected auto, null (torch's default) or a count >= 1")
     check(check_engine_name, cfg.engine.name)
     if cfg.policy.source == "path":
         check(check_model_dir, cfg.policy.path, "policy.path")

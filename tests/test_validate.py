@@ -104,3 +104,17 @@ def test_actors_must_fit_the_local_ray(tmp_path):
                            "cluster.learner_cpus=0.5 + 1 reward actor(s) x cluster.reward_cpus=0.25) but cluster.num_cpus=2")
     assert validate(config("engine.replicas=2", "engine.num_cpus=0.5", "reward=rm_l"))  # 1 + 0.5 + 0.25
     assert validate(config("engine.replicas=2", "cluster=existing", "reward=rm_l"))  # a cluster's own resources
+
+
+def test_threads_per_actor(tmp_path):
+    from rl.cluster import actor_threads
+
+    # auto: every core of the local Ray, half of them while the engine generates beside the learner
+    assert actor_threads(config("cluster.num_cpus=2")) == 2
+    assert actor_threads(config("cluster.num_cpus=2", "algo.async_generation=true")) == 1
+    assert actor_threads(config("cluster.num_cpus=6", "algo.async_generation=true")) == 3
+    assert actor_threads(config("cluster.num_cpus=1", "algo.async_generation=true")) == 1
+    assert actor_threads(config("cluster.threads_per_actor=3", "algo.async_generation=true")) == 3
+    assert actor_threads(config("cluster=existing")) is None  # torch's own default on a joined cluster
+    [line] = problems(tmp_path, "cluster.threads_per_actor=0")
+    assert line == "cluster.threads_per_actor=0; expected auto, null (torch's default) or a count >= 1"
