@@ -248,6 +248,7 @@ def bench_trl(repeats: int, size: str, steps: int, out_dir: str, overrides: list
     from omegaconf import OmegaConf
 
     from rewards import make_source, zoo_artifacts
+    from rl.cluster import actor_threads
     from worlds import zoo
 
     ours, cfg, checked, base, batches = grpo_work(size, steps, overrides, checkpoint=steps)
@@ -257,7 +258,7 @@ def bench_trl(repeats: int, size: str, steps: int, out_dir: str, overrides: list
     spec = {"model": base, "prompts": prompts, "steps": steps, "prompts_per_step": a.prompts_per_step,
             "samples_per_prompt": a.samples_per_prompt, "max_tokens": a.max_tokens, "lr": a.lr, "seed": cfg.seed,
             "gold": OmegaConf.to_container(checked.gold, resolve=True), "zoo_dir": str(zoo_dir) if zoo_dir else None,
-            "threads": cfg.cluster.num_cpus if cfg.cluster.threads_per_actor == "auto" else cfg.cluster.threads_per_actor}
+            "threads": actor_threads(cfg.cluster)}  # TRL's one process: what a synchronous learner gets
     runs = {"ours": [], "trl": []}
     for rep in range(repeats):
         for side in ("ours", "trl") if rep % 2 == 0 else ("trl", "ours"):

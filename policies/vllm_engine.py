@@ -76,18 +76,12 @@ class VLLMEngine:
                                  seed=None if sampling.seed is None else sampling.seed + i * sampling.n)
                   for i in range(len(ids))]
         outs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
-        outs = [(i, p, sorted(out.outputs, key=lambda o: o.index)) for i, (p, out) in enumerate(zip(ids, outs))]
-        seqs = [o for _, _, os_ in outs for o in os_]
-        texts = iter([o.text for o in seqs] if detok else self.tokenizer.batch_decode(
-            [o.token_ids for o in seqs], skip_special_tokens=True, clean_up_tokenization_spaces=False))
-        rollouts = []
-        for i, p, os_ in outs:
-            for o in os_:
-                flat = o.logprobs  # the sampled token's log-prob comes first at each position
-                lps = [flat.logprobs[k] for k in flat.start_indices]
-                rollouts.append(Rollout(i, p, list(o.token_ids), next(texts), lps,
-                                        "stop" if o.finish_reason == "stop" else "length"))
-        return rollouts
+        seqs = [(i, p, o) for i, (p, out) in enumerate(zip(ids, outs)) for o in sorted(out.outputs, key=lambda o: o.index)]
+        texts = [o.text for _, _, o in seqs] if detok else self.tokenizer.batch_decode(
+            [o.token_ids for _, _, o in seqs], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        # flat log-probs: the sampled token's comes first at each position
+        return [Rollout(i, p, list(o.token_ids), text, [o.logprobs.logprobs[k] for k in o.logprobs.start_indices],
+                        "stop" if o.finish_reason == "stop" else "length") for (i, p, o), text in zip(seqs, texts)]
 
     def load_weights(self, state_dict: dict | str) -> float:
         """From tensors, or from a safetensors file another process wrote (`policies.engine.weights_file`;

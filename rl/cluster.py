@@ -47,14 +47,14 @@ def omp_env(cfg) -> dict:
     return {} if n is None else {"GOMP_SPINCOUNT": str(int(n))}
 
 
-def actor_threads(cfg) -> int | None:
+def actor_threads(cluster, beside_engine: bool = False) -> int | None:
     """Torch threads in the learner and reward actors (`cluster.threads_per_actor`). `auto`: every core of
     the Ray this run starts (`cluster.num_cpus`; this machine's on a joined cluster) while the loop's
-    phases run one after another; half of them with `algo.async_generation`, where the engine generates
-    while the learner updates, so the two do not take turns on the same cores (measured on 2 cores,
-    BENCHMARKS.md: the asynchronous arith step 0.24 -> 0.19 s)."""
-    n = cfg.cluster.threads_per_actor
+    phases run one after another; half of them `beside_engine` (`algo.async_generation`: the engine
+    generates while the learner updates), so the two do not take turns on the same cores (measured on
+    2 cores, BENCHMARKS.md: the asynchronous arith step 0.24 -> 0.19 s)."""
+    n = cluster.threads_per_actor
     if n != "auto":
         return n
-    cores = cfg.cluster.get("num_cpus") or os.cpu_count() or 1
-    return max(1, cores // 2) if cfg.algo.get("async_generation") else cores
+    cores = cluster.get("num_cpus") or os.cpu_count() or 1
+    return max(1, cores // 2) if beside_engine else cores

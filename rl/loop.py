@@ -137,7 +137,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
             critic_path = resolve_critic(cfg, policy_path, zoo_dir)
     init_ray(cfg.cluster)
-    timeout, threads = cfg.engine.rpc_timeout_s, actor_threads(cfg)
+    timeout, threads = cfg.engine.rpc_timeout_s, actor_threads(cfg.cluster, bool(cfg.algo.get("async_generation")))
     c = cfg.cluster
     # parked actors (rl/warm.py) serve a run that places nothing (a placement group goes with its run)
     keep = c.get("keep_warm", True) and c.get("placement", "none") == "none"

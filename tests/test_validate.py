@@ -110,11 +110,15 @@ def test_threads_per_actor(tmp_path):
     from rl.cluster import actor_threads
 
     # auto: every core of the local Ray, half of them while the engine generates beside the learner
-    assert actor_threads(config("cluster.num_cpus=2")) == 2
-    assert actor_threads(config("cluster.num_cpus=2", "algo.async_generation=true")) == 1
-    assert actor_threads(config("cluster.num_cpus=6", "algo.async_generation=true")) == 3
-    assert actor_threads(config("cluster.num_cpus=1", "algo.async_generation=true")) == 1
-    assert actor_threads(config("cluster.threads_per_actor=3", "algo.async_generation=true")) == 3
-    assert actor_threads(config("cluster=existing")) is None  # torch's own default on a joined cluster
+    def threads(*overrides):
+        cfg = config(*overrides)
+        return actor_threads(cfg.cluster, bool(cfg.algo.get("async_generation")))
+
+    assert threads("cluster.num_cpus=2") == 2
+    assert threads("cluster.num_cpus=2", "algo.async_generation=true") == 1
+    assert threads("cluster.num_cpus=6", "algo.async_generation=true") == 3
+    assert threads("cluster.num_cpus=1", "algo.async_generation=true") == 1
+    assert threads("cluster.threads_per_actor=3", "algo.async_generation=true") == 3
+    assert threads("cluster=existing") is None  # torch's own default on a joined cluster
     [line] = problems(tmp_path, "cluster.threads_per_actor=0")
     assert line == "cluster.threads_per_actor=0; expected auto, null (torch's default) or a count >= 1"

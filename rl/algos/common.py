@@ -308,7 +308,8 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
     pi_engine, cap), both at temperature 1 (the engine reports no other).
     """
     cfg, policy, opt = learner.cfg, learner.policy, learner.optimizer
-    dev, chunk = _device(policy), logprob_chunk(cfg)
+    dev, (micro, chunk, tokens, shared) = _device(policy), pass_args(cfg)
+    share = b.group if shared else None
     beta = learner.kl_coef if cfg.kl.placement == "loss" else 0.0
     tis_cap = cfg.get("tis_cap")
     tis = L.truncated_is_weights(b.raw, b.engine_lp, tis_cap) if tis_cap else None
@@ -329,8 +330,6 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
             denominator = L.aggregate_denominator(m, cfg.loss_agg, cfg.max_tokens)
             opt.zero_grad(set_to_none=True)
             loss = kl_sum = clipped_sum = 0.0
-            micro, _, tokens, shared = pass_args(cfg)
-            share = b.group if shared else None
             for mu in micro_batches(mb, b.attn, micro, tokens, share):
                 if loss_mask[mu].sum() == 0:
                     if b.fused:
