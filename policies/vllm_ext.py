@@ -8,10 +8,13 @@ from policies.shm_weights import read
 
 
 class WeightSync:
-    def reload_from(self, path: str, refresh_tied_head: bool = True) -> bool:
-        # On CPU the linear weights are repacked after loading, so model.load_weights() fails;
-        # reload_weights() re-runs the loader (including the repacking) on checkpoint-format tensors.
-        tensors = read(path)  # views of the file: reload_weights copies them into the parameters
+    def reload_from(self, path: str, refresh_tied_head: bool = True, in_place: bool = False) -> bool:
+        tensors = read(path)  # views of the file: both paths copy them into the parameters
+        if in_place:  # torch matmuls (engine.cpu_gemm): the parameters are what the model computes with
+            self.model_runner.get_model().load_weights(iter(tensors.items()))
+            return True
+        # oneDNN packs the CPU linear weights after loading and drops the originals, so
+        # model.load_weights() fails; reload_weights() re-runs the loader, packing included.
         self.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
         if refresh_tied_head:
             self._refresh_tied_head(tensors)

@@ -38,16 +38,18 @@ def validate(cfg: DictConfig) -> Checked:
             errors.append(str(e).strip("'\""))
 
     algo = check(get_algo, cfg.algo.name)
+    from policies.vllm_engine import CPU_GEMM
     from rl.loop import ON_NAN, SYNC_VIA
     from rl.placement import LAYOUTS, STRATEGIES
 
     for key, allowed, default in (("reward.on_nan", ON_NAN, "error"), ("engine.sync_via", SYNC_VIA, "auto"),
+                                  ("engine.cpu_gemm", CPU_GEMM, "auto"),
                                   ("cluster.placement", LAYOUTS, "none"), ("cluster.placement_strategy", STRATEGIES, "PACK")):
         value = _get(cfg, key)
         if (default if value is None else value) not in allowed:
             errors.append(f"{key}={value!r}; expected one of: {', '.join(allowed)}")
     threads = _get(cfg, "cluster.threads_per_actor")
-    if not (threads is None or threads == "auto" or (isinstance(threads, int) and threads >= 1)):
+    if not (threads is None or threads == "auto" or (type(threads) is int and threads >= 1)):
         errors.append(f"cluster.threads_per_actor={threads!r}; expected auto, null (torch's default) or a count >= 1")
     check(check_engine_name, cfg.engine.name)
     if cfg.policy.source == "path":

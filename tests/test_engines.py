@@ -114,3 +114,19 @@ def test_bad_sampling():
         Sampling(n=0)
     with pytest.raises(EngineError, match="top_p"):
         Sampling(top_p=0)
+
+
+def test_cpu_gemm_choice():
+    from policies.vllm_engine import cpu_gemm_choice
+
+    # auto: torch's matmuls for small float32 models (hidden <= 128), oneDNN's packed ones otherwise
+    assert cpu_gemm_choice("auto", {"hidden_size": 64}, "float32") == "torch"
+    assert cpu_gemm_choice("auto", {"hidden_size": 128}, "float32") == "torch"
+    assert cpu_gemm_choice("auto", {"hidden_size": 256}, "float32") == "onednn"
+    assert cpu_gemm_choice("auto", {"hidden_size": 576}, "float32") == "onednn"
+    assert cpu_gemm_choice("auto", {"hidden_size": 128}, "bfloat16") == "onednn"
+    assert cpu_gemm_choice("auto", {}, "float32") == "onednn"  # no size in the config: the default
+    assert cpu_gemm_choice("onednn", {"hidden_size": 128}, "float32") == "onednn"
+    assert cpu_gemm_choice("torch", {"hidden_size": 576}, "float32") == "torch"
+    with pytest.raises(EngineError, match=r"engine.cpu_gemm='mkl'; expected one of: auto, onednn, torch"):
+        cpu_gemm_choice("mkl", {"hidden_size": 128}, "float32")

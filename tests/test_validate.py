@@ -91,9 +91,10 @@ def test_a_policy_from_another_worlds_zoo(tmp_path):
 
 
 def test_fault_and_scale_out_keys(tmp_path):
-    lines = problems(tmp_path, "reward.on_nan=ignore", "engine.sync_via=nfs", "engine.replicas=0")
+    lines = problems(tmp_path, "reward.on_nan=ignore", "engine.sync_via=nfs", "engine.cpu_gemm=mkl", "engine.replicas=0")
     assert lines == ["reward.on_nan='ignore'; expected one of: error, skip",
                      "engine.sync_via='nfs'; expected one of: auto, object_store",
+                     "engine.cpu_gemm='mkl'; expected one of: auto, onednn, torch",
                      "engine.replicas=0: expected a positive integer"]
 
 
@@ -122,3 +123,5 @@ def test_threads_per_actor(tmp_path):
     assert threads("cluster=existing") is None  # torch's own default on a joined cluster
     [line] = problems(tmp_path, "cluster.threads_per_actor=0")
     assert line == "cluster.threads_per_actor=0; expected auto, null (torch's default) or a count >= 1"
+    [line] = problems(tmp_path, "cluster.threads_per_actor=true")  # a bool is an int to Python
+    assert line == "cluster.threads_per_actor=True; expected auto, null (torch's default) or a count >= 1"
