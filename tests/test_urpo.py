@@ -180,9 +180,13 @@ def test_the_referee_is_the_live_policy(tmp_path):
 
 
 def test_the_referee_learns_in_a_short_urpo_run(tmp_path, user_cache):
-    """40 URPO steps from the arith zoo's referee (100 SFT steps: it ranks 4 candidates badly, mostly
-    unparsable): its accuracy on 300 held-out rankings rises. Measured on zoo arith-96f4644b9b24:
-    0.086 -> 0.411 (parse rate 0.19 -> 0.80); the margin asked is half of that."""
+    """40 URPO steps from the arith zoo's referee (SFT'd until a fifth of its greedy verdicts parse:
+    it ranks 4 candidates badly): its ranking reward (concordance with gold, 0 when unparsable) on
+    each step's fresh training rankings at T=1 rises. Measured on zoo arith-1a23cf522790 (an AVX2
+    CPU): mean over steps 1-10 0.047, over steps 31-40 0.224 (parse rate 0.10 -> 0.42); the margin
+    asked is half of that. Not the greedy held-out accuracy: a referee this young flips between
+    parsable and not from one evaluation to the next (0.13, 0.36, 0.16, 0.13, 0.25 every 10 steps),
+    so two evaluations tell little; the run still reports it."""
     import json
 
     import ray
@@ -192,16 +196,21 @@ def test_the_referee_learns_in_a_short_urpo_run(tmp_path, user_cache):
 
     try:
         summary = run(config("algo=urpo", "policy=arith_referee", "reward=rule", "algo.steps=40", "eval.every=40",
-                             "algo.urpo.eval_rankings=300", "checkpoint.every=0", f"cache_dir={user_cache}"),
+                             "algo.urpo.eval_rankings=100", "checkpoint.every=0", f"cache_dir={user_cache}"),
                       str(tmp_path / "run"))
     finally:
         ray.shutdown()
-    assert summary["referee_accuracy_final"] >= summary["referee_accuracy_initial"] + 0.15, summary
-    assert summary["referee_parse_rate_final"] > summary["referee_parse_rate_initial"]
+    assert {"referee_accuracy_initial", "referee_accuracy_final", "referee_parse_rate_final"} <= set(summary)
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     for key in ("reward/verifiable", "reward/ranking", "gold/verifiable", "gold/open", "referee/open_parse_rate",
                 "referee/ranking_parse_rate", "urpo/open_groups_left_out"):
         assert key in metrics[1], key
+    train = {m["step"]: m for m in metrics if "reward/ranking" in m}
+    assert sorted(train) == list(range(1, 41))
+    mean = lambda key, steps: sum(train[s][key] for s in steps) / len(steps)  # noqa: E731
+    first, last = range(1, 11), range(31, 41)
+    assert mean("reward/ranking", last) >= mean("reward/ranking", first) + 0.09, [train[s]["reward/ranking"] for s in train]
+    assert mean("referee/ranking_parse_rate", last) > mean("referee/ranking_parse_rate", first) + 0.1
 
 
 class Canned:

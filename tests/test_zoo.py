@@ -25,6 +25,8 @@ def test_build_writes_every_artifact(small_zoo):
     for name in ["base", *world.rms, "cdr_strong", "referee"]:
         assert (path / name / "model.safetensors").is_file() and (path / name / "tokenizer.json").is_file()
     assert (path / "judge" / "adapter_model.safetensors").is_file()
+    # arith_small's referee: parse_target 0, so exactly its 20 steps and no check
+    assert json.loads((path / "referee" / "referee.json").read_text()) == {"sft_steps": 20, "checks": []}
     assert not (path / "judge" / "model.safetensors").exists()  # an adapter, not a merged model
     validate_v1(recipe.read_jsonl(path / "data" / "bench_v1.jsonl"))
     validate_v2(recipe.read_jsonl(path / "data" / "bench_v2.jsonl"))

@@ -92,3 +92,33 @@ def test_judge_emits_one_line_json_verdicts(full_zoo):
     verdicts = judge.generate_verdicts([it.prompt for it in items], [it.answer or "abcd" for it in items])
     assert all(v is not None and set(v) == {"score"} and 0 <= v["score"] <= 9 for v in verdicts), verdicts
     assert info["judge_parse_failures"] == 0
+
+
+def test_the_referee_was_trained_until_a_fifth_of_its_verdicts_parse(full_zoo):
+    """The build's record (checks from step 100 every 5 steps, stopped at the first >= 0.2) and its
+    last parse rate recomputed here: plain transformers greedy decoding, one prompt at a time, and a
+    verdict counted when it is exactly a permutation of 1..4 joined by '>' or '='."""
+    import re
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    world, path, info = full_zoo
+    ref, record = world.referee, info["referee"]
+    rates = [c["parse_rate"] for c in record["checks"]]
+    assert [c["step"] for c in record["checks"]] == list(range(100, record["sft_steps"] + 1, 5))
+    assert rates[-1] >= 0.2 and all(r < 0.2 for r in rates[:-1]), record
+    tok = AutoTokenizer.from_pretrained(path / "referee")
+    model = AutoModelForCausalLM.from_pretrained(path / "referee").eval()
+    rankings = arith.ranking_items("train", 100, world.seed + 29, 4, world.open_frac)
+    parsed = 0
+    for r in rankings:
+        prompt = "R:" + r["prompt"] + "".join(f"[{i + 1}]{c}" for i, c in enumerate(r["candidates"])) + "="
+        ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=16,
+                                 pad_token_id=tok.pad_token_id)
+        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        parsed += bool(re.fullmatch(r"\s*\d\s*[>=]\s*\d\s*[>=]\s*\d\s*[>=]\s*\d\s*", text)) and \
+            sorted(re.findall(r"\d", text)) == ["1", "2", "3", "4"]
+    assert parsed / 100 == rates[-1], (parsed, record)

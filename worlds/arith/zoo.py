@@ -39,13 +39,13 @@ def _trainer_args(out: Path, steps: int, batch_size: int, lr: float, seed: int) 
                 data_seed=seed, dataloader_num_workers=0, disable_tqdm=False)
 
 
-def _sft(model, tok, rows: list[dict], out: Path, steps: int, world, peft_config=None) -> None:
+def _sft(model, tok, rows: list[dict], out: Path, steps: int, world, peft_config=None, callbacks=None) -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(**_trainer_args(out / "_trainer", steps, world.batch_size, world.lr, world.seed), max_length=96)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=callbacks)
     trainer.train()
     trainer.save_model(str(out))
     tok.save_pretrained(out)
@@ -163,10 +163,54 @@ def referee_rows(world, n: int) -> list[dict]:
     return rows
 
 
+def referee_parse_rate(model_dir: Path, world) -> float:
+    """The share of greedy verdicts that parse, on `referee.check_rankings` train-split rankings of
+    `referee.max_size` candidates (drawn apart from the SFT rows' seeds)."""
+    from policies.engine import Sampling
+    from policies.hf_engine import HFEngine
+    from rewards.ranking import parse_ranking, referee_prompt
+    from worlds.arith.task import ranking_items
+
+    ref = world.referee
+    rankings = ranking_items("train", ref.check_rankings, world.seed + 29, ref.max_size, world.open_frac)
+    prompts = [referee_prompt(r["prompt"], r["candidates"], ref.template, ref.item) for r in rankings]
+    rs = HFEngine(str(model_dir)).generate(prompts, Sampling(n=1, temperature=0.0, max_tokens=16, seed=0))
+    return sum(parse_ranking(r.text, ref.max_size) is not None for r in rs) / len(rs)
+
+
 def build_referee(world, out: Path, zoo: Path) -> None:
-    """URPO's starting model: the base policy SFT'd a little on ranking verdicts (and its own data)."""
+    """URPO's starting model: the base policy SFT'd a little on ranking verdicts (and its own data).
+
+    "A little" is a property of the result, not of a step count: the same 100 steps gave a referee
+    whose verdicts parse 19% of the time on one CPU and never on another (float rounding decides
+    where a barely trained model's greedy output lands). So after `referee.steps` the build checks
+    the parse rate every `check_every` steps and stops once it reaches `parse_target`."""
+    from transformers import TrainerCallback
+
+    ref = world.referee
     model, tok = _causal_lm(zoo / "base")
-    _sft(model, tok, referee_rows(world, world.referee.steps * world.batch_size), out, world.referee.steps, world)
+    history = []
+
+    class ParseCheck(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if ref.parse_target <= 0 or step < ref.steps or (step - ref.steps) % ref.check_every:
+                return
+            model.save_pretrained(out / "_check")
+            tok.save_pretrained(out / "_check")
+            history.append({"step": step, "parse_rate": referee_parse_rate(out / "_check", world)})
+            print(f"referee: step {step}, greedy parse rate {history[-1]['parse_rate']:.2f} "
+                  f"(target {ref.parse_target})", flush=True)
+            control.should_training_stop = history[-1]["parse_rate"] >= ref.parse_target
+
+    most = ref.max_steps if ref.parse_target > 0 else ref.steps
+    _sft(model, tok, referee_rows(world, most * world.batch_size), out, most, world, callbacks=[ParseCheck()])
+    shutil.rmtree(out / "_check", ignore_errors=True)
+    if ref.parse_target > 0 and history[-1]["parse_rate"] < ref.parse_target:
+        print(f"warning: the referee's greedy parse rate is {history[-1]['parse_rate']:.2f} after {most} SFT steps, "
+              f"below world.referee.parse_target={ref.parse_target}", flush=True)
+    steps = history[-1]["step"] if history else ref.steps
+    (out / "referee.json").write_text(json.dumps({"sft_steps": steps, "checks": history}))
 
 
 def build_data(world, out: Path, zoo: Path) -> None:
@@ -232,7 +276,8 @@ def report(world, zoo: Path) -> dict:
     return {"base_gold_accuracy": base["overall"], "base": base,
             "static_accuracy": {n: s["v1"]["overall"] for n, s in static.items()},
             "static_accuracy_v2": {n: s["v2"]["overall"] for n, s in static.items()},
-            "static": static, "judge_parse_failures": sources["judge"].parse_failures}
+            "static": static, "judge_parse_failures": sources["judge"].parse_failures,
+            "referee": json.loads((zoo / "referee" / "referee.json").read_text())}
 
 
 def format_info(info: dict) -> str:
@@ -243,6 +288,9 @@ def format_info(info: dict) -> str:
              f"{'source':<12}{'v1 (pairs)':>12}{'v2 (best-of-4, Ties)':>24}"]
     for name, s in info["static"].items():
         lines.append(f"{name:<12}{s['v1']['overall']:>12.3f}{s['v2']['overall']:>24.3f}")
+    ref = info["referee"]
+    lines.append(f"referee: {ref['sft_steps']} SFT steps" + (f", greedy parse rate {ref['checks'][-1]['parse_rate']:.2f}"
+                                                             if ref["checks"] else ""))
     lines.append("v1 per subset:")
     subsets = list(next(iter(info["static"].values()))["v1"])
     lines.append(f"{'':<12}" + "".join(f"{s[:20]:>22}" for s in subsets))
