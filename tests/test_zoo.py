@@ -106,3 +106,32 @@ def test_an_unknown_artifact_is_named(tmp_path):
     with pytest.raises(ValueError, match="world 'arith_small' has no zoo artifact 'rm_xxl'; it has: base, data, rm_xs"):
         zoo.ensure(world, str(tmp_path), ["rm_xxl"])
     assert not (tmp_path / "zoo").exists() or not any((tmp_path / "zoo").rglob("*.safetensors"))
+
+
+def test_a_second_builder_waits_for_the_first_and_builds_nothing(tmp_path):
+    """While this process holds the zoo's build lock, `build --only data` in another process waits;
+    once the artifact is built here and the lock let go, the waiter finds it and builds nothing."""
+    import fcntl
+    import os
+
+    world = zoo.world_config("arith_small")
+    root = zoo.zoo_dir(world, str(tmp_path))
+    root.mkdir(parents=True)
+    env = os.environ | {"PYTHONPATH": str(zoo.CONF.parent)}
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-m", "worlds.zoo", "build", "--world", "arith_small", "--only", "data",
+                                 "--cache-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        err = []
+        for line in proc.stderr:
+            err.append(line)
+            if "zoo: waiting for another process building" in line:
+                break
+        assert err and "waiting" in err[-1], "".join(err)[-2000:]
+        zoo._build(world, root, ["data"])
+        made = (root / "data" / "build.json").stat().st_mtime_ns
+    out, rest = proc.communicate(timeout=300)
+    assert proc.returncode == 0, rest[-2000:]
+    assert f"zoo: {root} (built: data)" in out and "zoo arith_small: data" not in out, out
+    assert (root / "data" / "build.json").stat().st_mtime_ns == made

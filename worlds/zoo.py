@@ -10,11 +10,14 @@ cache key hashes (`SOURCES`) and the report `info` prints (`report(world, zoo)`)
 the artifacts it reads (the default run: the base policy and the CDR pair); `build` without
 `--only` builds every artifact and the report. Each artifact starts from the same torch seed, so it
 is the same whether built alone or with the others, and is written aside and renamed into place:
-a build that is stopped leaves no half-written artifact behind.
+a build that is stopped leaves no half-written artifact behind. One process builds a zoo at a time
+(a lock file beside it); another that needs it meanwhile waits, then builds only what is missing.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import importlib
 import inspect
@@ -100,15 +103,36 @@ def ensure(world: DictConfig, cache_dir: str | None = None, artifacts=None) -> P
     `artifacts=None`: every artifact and the report (info.json)."""
     root = zoo_dir(world, cache_dir)
     order = plan(world, list(recipe(world).artifacts(world)) if artifacts is None else artifacts)
-    todo = [name for name in order if not (root / name).is_dir()]
-    if todo:
-        _build(world, root, todo)
-    if artifacts is None and not (root / REPORT).is_file():
-        info = {"world": world.name, "key": root.name, "stage_s": _stage_times(root, order)}
-        info |= recipe(world).report(world, root)
-        info["config"] = OmegaConf.to_container(world, resolve=True)
-        _write_aside(root / REPORT, json.dumps(info, indent=2))
+    missing = lambda: [name for name in order if not (root / name).is_dir()]  # noqa: E731
+    if not missing() and (artifacts is not None or (root / REPORT).is_file()):
+        return root
+    # One builder per zoo: two on 2 cores would each take many times as long (their threads
+    # contend), so a second process waits for the first and then builds only what is still missing.
+    with _build_lock(root):
+        if todo := missing():
+            _build(world, root, todo)
+        if artifacts is None and not (root / REPORT).is_file():
+            info = {"world": world.name, "key": root.name, "stage_s": _stage_times(root, order)}
+            info |= recipe(world).report(world, root)
+            info["config"] = OmegaConf.to_container(world, resolve=True)
+            _write_aside(root / REPORT, json.dumps(info, indent=2))
     return root
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path):
+    """An exclusive lock on `<zoo dir>.lock` (flock: released when the holder exits, even if killed)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.with_name(root.name + ".lock"), "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"zoo: waiting for another process building {root}", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _build(world: DictConfig, root: Path, todo: list[str]) -> None:
