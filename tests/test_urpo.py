@@ -182,7 +182,7 @@ def test_the_referee_is_the_live_policy(tmp_path):
 def test_the_referee_learns_in_a_short_urpo_run(tmp_path, user_cache):
     """40 URPO steps from the arith zoo's referee (SFT'd until a fifth of its greedy verdicts parse:
     it ranks 4 candidates badly): its ranking reward (concordance with gold, 0 when unparsable) on
-    each step's fresh training rankings at T=1 rises. Measured on zoo arith-1a23cf522790 (an AVX2
+    each step's fresh training rankings at T=1 rises. Measured on zoo arith-1805a1a4b97d (an AVX2
     CPU): mean over steps 1-10 0.047, over steps 31-40 0.224 (parse rate 0.10 -> 0.42); the margin
     asked is half of that. Not the greedy held-out accuracy: a referee this young flips between
     parsable and not from one evaluation to the next (0.13, 0.36, 0.16, 0.13, 0.25 every 10 steps),

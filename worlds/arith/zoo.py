@@ -203,7 +203,7 @@ def build_referee(world, out: Path, zoo: Path) -> None:
                   f"(target {ref.parse_target})", flush=True)
             control.should_training_stop = history[-1]["parse_rate"] >= ref.parse_target
 
-    most = ref.max_steps if ref.parse_target > 0 else ref.steps
+    most = max(ref.max_steps, ref.steps) if ref.parse_target > 0 else ref.steps  # checked at least once
     _sft(model, tok, referee_rows(world, most * world.batch_size), out, most, world, callbacks=[ParseCheck()])
     shutil.rmtree(out / "_check", ignore_errors=True)
     if ref.parse_target > 0 and history[-1]["parse_rate"] < ref.parse_target:
