@@ -126,8 +126,10 @@ def collect(cfg: DictConfig) -> dict:
     os.makedirs(cache, exist_ok=True)
     jobs, results = [], {}
     world = zoo_key(cfg.world)
-    subs = [(kind, source, seed) for source in cfg.study.sources
-            for kind, seed in [("static", None)] + [(k, s) for s in seeds(cfg) for k in kinds(cfg)]]
+    # kind by kind: a BoN run needs no learner, so between two RL runs it would stop the parked one
+    # (rl/warm.py) and the next RL run would start its own (~10 s); in a row, each RL run takes it back
+    subs = [("static", source, None) for source in cfg.study.sources] + \
+        [(kind, source, seed) for kind in kinds(cfg) for source in cfg.study.sources for seed in seeds(cfg)]
     for kind, source, seed in subs:
         sub = _sub_config(cfg, kind, source, seed)
         path = os.path.join(cache, f"{kind}-{source}-{_key(sub | {'zoo_key': world})}.json")

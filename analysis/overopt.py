@@ -247,10 +247,10 @@ def report(res: dict) -> str:
 def study(cfg: DictConfig, out_dir: str) -> dict:
     t0 = time.time()
     per_seed, exact = [], True
-    for s in seeds(cfg):
-        cfg_s = OmegaConf.merge(cfg, {"seed": s})
-        seed_dir = _mkdir(out_dir, f"seed_{s}")
-        bon, bon_exact = bon_points(cfg_s, seed_dir)
+    runs = [(s, OmegaConf.merge(cfg, {"seed": s}), _mkdir(out_dir, f"seed_{s}")) for s in seeds(cfg)]
+    bons = [bon_points(cfg_s, seed_dir) for _, cfg_s, seed_dir in runs]
+    # every BoN run first: one between two RL runs would stop the learner they share (rl/warm.py)
+    for (s, cfg_s, seed_dir), (bon, bon_exact) in zip(runs, bons):
         exact &= bon_exact
         points = {"bon": bon, "rl": rl_points(cfg_s, seed_dir)}
         per_seed.append({"seed": s, "points": points, "fits": fits(points)})

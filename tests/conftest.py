@@ -1,6 +1,4 @@
 import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -8,15 +6,14 @@ from worlds.zoo import default_cache_dir
 from tests.helpers import train_echo_model
 
 # The full arith zoo is costly (minutes): tests that need it reuse the user's cache. Everything
-# else the suite builds (random models, the reduced zoo) goes to a throw-away cache that
-# subprocesses (rl.run, the zoo CLI) inherit through the environment.
+# else the suite builds (random models, the reduced zoo, the converted SmolLM2) goes to a cache of
+# the suite's own that subprocesses (rl.run, the zoo CLI) inherit through the environment. Each build
+# there is keyed by its recipe and source code, as in the user's cache, so it is kept for the next
+# session (a fresh build: ~3 min of the suite); RLHF_TESTBED_TEST_CACHE moves it, deleting it is safe.
+# Tests that check what a build or run writes into a cache give it a cache of their own (tmp_path).
 USER_CACHE = default_cache_dir()
-TEST_CACHE = tempfile.mkdtemp(prefix="rlhf-testbed-tests-")
+TEST_CACHE = os.environ.get("RLHF_TESTBED_TEST_CACHE") or os.path.join(USER_CACHE, "tests")
 os.environ["RLHF_TESTBED_CACHE"] = TEST_CACHE
-
-
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 # modules whose tests start Ray, an engine, a CLI process or a zoo build: `make test-quick` skips them

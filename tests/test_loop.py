@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from policies.engine import EngineError
 from rl.loop import run
 from tests.test_config import CONF, run_cli
 
@@ -203,11 +204,19 @@ def test_critic_from_a_reward_model_starts_at_its_scores():
     (["algo.temperature=0"], "algo.temperature=0: a policy-gradient run samples at a temperature > 0"),
     (["reward.type=oracle"], "unknown reward type 'oracle' (config key reward.type)"),
     (["reward=rm_l", "reward.path=/no/rm"], "model path '/no/rm' (config key reward.path) does not exist"),
-    (["job=sleep"], "unknown job 'sleep' (config key job)"),
 ])
-def test_bad_loop_config_is_one_clear_error(args, message):
-    out = run_cli("world=arith_small", *args)
-    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+def test_bad_loop_config_is_one_clear_error(args, message, tmp_path):
+    """In this process (a CLI process costs seconds of imports each): the CLI prints the same error as one
+    line and exits 2 (test_config's bad-input tests and the one below go through it)."""
+    with pytest.raises((ValueError, EngineError)) as e:
+        run(config("world=arith_small", *args), str(tmp_path))
+    assert message in str(e.value)
+    assert not (tmp_path / "metrics.jsonl").exists()  # refused before anything ran
+
+
+def test_an_unknown_job_is_one_clear_error_from_the_cli():
+    out = run_cli("world=arith_small", "job=sleep")
+    assert out.returncode == 2 and "unknown job 'sleep' (config key job)" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_grpo_on_gold_raises_gold(tmp_path, user_cache):

@@ -15,7 +15,7 @@ from tests.test_arith import validate_v1, validate_v2
 
 @pytest.fixture(scope="session")
 def small_zoo():
-    cache = zoo.default_cache_dir()  # the suite's throw-away cache (conftest), shared with rl.run tests
+    cache = zoo.default_cache_dir()  # the suite's own cache (conftest), shared with rl.run tests
     world = zoo.world_config("arith_small")
     return world, zoo.ensure(world, cache), cache
 
