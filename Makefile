@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(PY) -m rl.run reward=cdr algo=grpo
 
+# two test processes (pytest-xdist): one alone leaves the 2 cores a third idle (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q -m "not slow" --durations=30
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 # the unit tests alone (no Ray, engine, CLI process or zoo build): minutes, for development
 test-quick: venv

@@ -11,7 +11,9 @@ from tests.helpers import train_echo_model
 # there is keyed by its recipe and source code, as in the user's cache, so it is kept for the next
 # session (a fresh build: ~3 min of the suite); RLHF_TESTBED_TEST_CACHE moves it, deleting it is safe.
 # Tests that check what a build or run writes into a cache give it a cache of their own (tmp_path).
-USER_CACHE = default_cache_dir()
+# Read once, before the override below: pytest-xdist's workers inherit the override, and would take the
+# suite's cache for the user's (and build the full zoo there).
+USER_CACHE = os.environ.setdefault("RLHF_TESTBED_USER_CACHE", default_cache_dir())
 TEST_CACHE = os.environ.get("RLHF_TESTBED_TEST_CACHE") or os.path.join(USER_CACHE, "tests")
 os.environ["RLHF_TESTBED_CACHE"] = TEST_CACHE
 
@@ -22,10 +24,24 @@ E2E = {"test_cluster", "test_config", "test_engines", "test_faults", "test_gpu_c
        "test_sync", "test_tasks_loop", "test_urpo", "test_zoo", "test_zoo_full"}
 
 
+# `make test` runs the suite in two pytest-xdist workers (`-n 2 --dist loadgroup`): one test process
+# alone kept the 2 cores 65-70% busy (imports, start-ups, single-threaded Python between the torch ops).
+# A module's tests stay in one worker, where its module fixtures and warm Ray actors are made once,
+# except these modules' long tests, which share nothing costly and go to whichever worker is free.
+SPREAD = {"test_loop", "test_studies"}
+
+# Torch's OpenMP threads in the test processes spin briefly, as the Ray actors' do (cluster.omp_spincount):
+# two workers share the cores. Inherited by the workers, which pytest-xdist starts after this import.
+os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in E2E:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in E2E:
             item.add_marker(pytest.mark.e2e)
+        if module not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 @pytest.fixture(scope="session")

@@ -37,13 +37,13 @@ def test_every_config_option_composes(group, option):
         {"path": extra[0].split("=")[1]} if extra else {})
 
 
-def run_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "rl.run", *args, "hydra.run.dir=/tmp/rlhf-testbed-test-run"],
+def run_cli(run_dir, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "rl.run", *args, f"hydra.run.dir={run_dir}"],
                           capture_output=True, text=True, timeout=timeout, cwd=CONF.parent)
 
 
-def test_cfg_job_prints_composed_config():
-    out = run_cli("--cfg", "job", "engine=hf")
+def test_cfg_job_prints_composed_config(tmp_path):
+    out = run_cli(tmp_path, "--cfg", "job", "engine=hf")
     assert out.returncode == 0, out.stderr
     cfg = OmegaConf.create(out.stdout)
     assert cfg.engine.name == "hf" and cfg.policy.source == "zoo" and cfg.world.name == "arith"
@@ -56,17 +56,17 @@ def test_cfg_job_prints_composed_config():
     (["engine.name=sglang"], "unknown engine 'sglang' (config key engine.name); expected one of: hf, vllm"),
     (["policy=path", "policy.path=/no/such/model"], "model path '/no/such/model' (config key policy.path) does not exist"),
 ])
-def test_bad_cli_input_gives_one_clear_error(args, message):
-    out = run_cli(*args)
+def test_bad_cli_input_gives_one_clear_error(args, message, tmp_path):
+    out = run_cli(tmp_path, *args)
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_engine_demo_runs_end_to_end():
+def test_engine_demo_runs_end_to_end(tmp_path):
     """The main job (engine demo) on the reduced world's base policy, built on first need by the run."""
-    out = run_cli("job=engine_demo", "world=arith_small", "demo.sync_rounds=2")
+    out = run_cli(tmp_path, "job=engine_demo", "world=arith_small", "demo.sync_rounds=2")
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("sync ") == 2
-    summary = OmegaConf.load("/tmp/rlhf-testbed-test-run/summary.json")
+    summary = OmegaConf.load(tmp_path / "summary.json")
     assert summary.samples == 12 and all(s.logprob_diff_mean < 1e-3 for s in summary.syncs)

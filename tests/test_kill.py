@@ -108,9 +108,13 @@ def kill_actor_after_step(run_dir, proctitle, step=1):
         while time.time() < deadline:
             path = run_dir / "metrics.jsonl"
             if path.is_file() and len(path.read_text().splitlines()) > step:
-                for p in psutil.process_iter(["cmdline"]):
-                    if p.info["cmdline"] and p.info["cmdline"][0].startswith(f"ray::{proctitle}"):
-                        p.kill()
+                # this process's own Ray (its raylet's workers): not another test process's
+                for p in psutil.Process().children(recursive=True):
+                    try:
+                        if p.cmdline()[:1] and p.cmdline()[0].startswith(f"ray::{proctitle}"):
+                            p.kill()
+                    except psutil.NoSuchProcess:
+                        pass
                 return
             time.sleep(0.01)
     thread = threading.Thread(target=kill, daemon=True)

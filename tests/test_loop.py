@@ -218,8 +218,8 @@ def refused(run_dir, args, message) -> None:
     assert not (run_dir / "metrics.jsonl").exists()  # refused before anything ran
 
 
-def test_an_unknown_job_is_one_clear_error_from_the_cli():
-    out = run_cli("world=arith_small", "job=sleep")
+def test_an_unknown_job_is_one_clear_error_from_the_cli(tmp_path):
+    out = run_cli(tmp_path, "world=arith_small", "job=sleep")
     assert out.returncode == 2 and "unknown job 'sleep' (config key job)" in out.stderr and "Traceback" not in out.stderr
 
 
