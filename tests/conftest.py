@@ -24,11 +24,10 @@ E2E = {"test_cluster", "test_config", "test_engines", "test_faults", "test_gpu_c
        "test_sync", "test_tasks_loop", "test_urpo", "test_zoo", "test_zoo_full"}
 
 
-# `make test` runs the suite in two pytest-xdist workers (`-n 2 --dist loadgroup`): one test process
-# alone kept the 2 cores 65-70% busy (imports, start-ups, single-threaded Python between the torch ops).
-# A module's tests stay in one worker, where its module fixtures and warm Ray actors are made once,
-# except these modules' long tests, which share nothing costly and go to whichever worker is free.
-SPREAD = {"test_loop", "test_studies"}
+# `make test` runs the suite in two pytest-xdist workers (`-n 2 --dist worksteal`): one test process alone
+# kept the 2 cores 65-70% busy (imports, start-ups, single-threaded Python between torch's ops). Each worker
+# starts on one half of the tests in file order (a module's fixtures and warm Ray actors mostly made once)
+# and takes half of the other's queue when its own runs dry.
 
 # Torch's OpenMP threads in the test processes spin briefly, as the Ray actors' do (cluster.omp_spincount):
 # two workers share the cores. Inherited by the workers, which pytest-xdist starts after this import.
@@ -37,11 +36,8 @@ os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        if module in E2E:
+        if item.module.__name__.rsplit(".", 1)[-1] in E2E:
             item.add_marker(pytest.mark.e2e)
-        if module not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(module))
 
 
 @pytest.fixture(scope="session")
