@@ -28,7 +28,7 @@ demo: venv
 # two test processes (pytest-xdist): one alone leaves the 2 cores a third idle (tests/conftest.py)
 TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal --durations=30
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 # the unit tests alone (no Ray, engine, CLI process or zoo build): minutes, for development
 test-quick: venv

@@ -24,10 +24,10 @@ E2E = {"test_cluster", "test_config", "test_engines", "test_faults", "test_gpu_c
        "test_sync", "test_tasks_loop", "test_urpo", "test_zoo", "test_zoo_full"}
 
 
-# `make test` runs the suite in two pytest-xdist workers (`-n 2 --dist worksteal`): one test process alone
-# kept the 2 cores 65-70% busy (imports, start-ups, single-threaded Python between torch's ops). Each worker
-# starts on one half of the tests in file order (a module's fixtures and warm Ray actors mostly made once)
-# and takes half of the other's queue when its own runs dry.
+# `make test` runs the suite in two pytest-xdist workers: one test process alone kept the 2 cores 65-70%
+# busy (imports, start-ups, single-threaded Python between torch's ops). `--dist loadgroup` with no group
+# marked hands the next test to a worker once it has two or fewer waiting; `--dist worksteal` (each worker
+# starts on half the tests in file order) measured 4-15% slower (BENCHMARKS.md).
 
 # Torch's OpenMP threads in the test processes spin briefly, as the Ray actors' do (cluster.omp_spincount):
 # two workers share the cores. Inherited by the workers, which pytest-xdist starts after this import.
