@@ -17,7 +17,9 @@ def init_ray(cfg) -> None:
         ray.init(address=cfg.address, runtime_env={"env_vars": env}, log_to_driver=cfg.log_to_driver)
     else:
         _this_machine_only()
-        ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False,
+        # "local": a new Ray even when one runs on this machine; left unset, ray.init joins the last Ray
+        # started here (ray start, a test's multi-node cluster) and refuses num_cpus
+        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False,
                  object_store_memory=int(cfg.object_store_gib * 2**30), runtime_env={"env_vars": env},
                  log_to_driver=cfg.log_to_driver)
 
