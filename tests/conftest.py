@@ -1,9 +1,14 @@
 import os
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from rl.cluster import omp_env
 from worlds.zoo import default_cache_dir
 from tests.helpers import train_echo_model
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # The full arith zoo is costly (minutes): tests that need it reuse the user's cache. Everything
 # else the suite builds (random models, the reduced zoo, the converted SmolLM2) goes to a cache of
@@ -29,9 +34,11 @@ E2E = {"test_cluster", "test_config", "test_engines", "test_faults", "test_gpu_c
 # marked hands the next test to a worker once it has two or fewer waiting; `--dist worksteal` (each worker
 # starts on half the tests in file order) measured 4-15% slower (BENCHMARKS.md).
 
-# Torch's OpenMP threads in the test processes spin briefly, as the Ray actors' do (cluster.omp_spincount):
-# two workers share the cores. Inherited by the workers, which pytest-xdist starts after this import.
-os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+# Torch's OpenMP threads in the test processes spin as briefly as the Ray actors' do (the default
+# cluster.omp_spincount): two workers share the cores. Inherited by the workers, which pytest-xdist starts
+# after this import.
+for key, value in omp_env(OmegaConf.load(ROOT / "conf" / "cluster" / "local.yaml")).items():
+    os.environ.setdefault(key, value)
 
 
 def pytest_collection_modifyitems(items):

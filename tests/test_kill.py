@@ -111,7 +111,8 @@ def kill_actor_after_step(run_dir, proctitle, step=1):
                 # this process's own Ray (its raylet's workers): not another test process's
                 for p in psutil.Process().children(recursive=True):
                     try:
-                        if p.cmdline()[:1] and p.cmdline()[0].startswith(f"ray::{proctitle}"):
+                        argv = p.cmdline()
+                        if argv and argv[0].startswith(f"ray::{proctitle}"):
                             p.kill()
                     except psutil.NoSuchProcess:
                         pass

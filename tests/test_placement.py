@@ -70,3 +70,19 @@ def test_a_layout_the_cluster_cannot_hold_is_a_clear_error(two_nodes, tmp_path):
                                            r"\[\{'CPU': 1.0\}, \{'CPU': 1.0\}, \{'CPU': 1.0\}\].*too few nodes"):
         run_on(cluster, tmp_path, "cluster.placement=split", "cluster.placement_strategy=STRICT_SPREAD",
                "engine.replicas=2", "engine.start_timeout_s=10")
+
+
+def test_a_local_run_starts_a_ray_of_its_own_beside_a_running_cluster(two_nodes):
+    from rl.cluster import init_ray
+
+    cluster, _, _ = two_nodes
+    if ray.is_initialized():
+        ray.shutdown()
+    # cluster.address: null. Ray's own default would join the last Ray started on this machine (this
+    # cluster) and refuse num_cpus there.
+    init_ray(config().cluster)
+    try:
+        assert ray.get_runtime_context().gcs_address != cluster.address
+        assert ray.cluster_resources()["CPU"] == 2 and len(ray.nodes()) == 1  # cluster/local: 2, not 2 + 2
+    finally:
+        ray.shutdown()
