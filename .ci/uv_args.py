@@ -1,5 +1,5 @@
 """pip's configuration (files and PIP_* variables, as `pip config list` reports it) as `uv pip install`
-arguments: `make venv` installs with uv (the same pins in ~20 s instead of ~200 s, measured) and uv reads
+arguments: `make venv` installs with uv (the same pins in ~120 s instead of ~210 s, measured) and uv reads
 no pip configuration of its own. Usage: python .ci/uv_args.py  (prints the arguments on one line)."""
 import shlex
 import subprocess
