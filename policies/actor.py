@@ -10,6 +10,8 @@ from ray.exceptions import GetTimeoutError
 
 from policies.engine import EngineError, Prompt, Rollout, Sampling, check_engine_name, check_model_dir, make_engine
 
+CLOSE_TIMEOUT_S = 5.0  # how long a closing client waits for its engine to shut down before killing it
+
 
 class _EngineActor:
     def __init__(self, name: str, model_path: str, kwargs: dict):
@@ -26,6 +28,9 @@ class _EngineActor:
 
     def load_weights(self, state_dict):
         return self.engine.load_weights(state_dict)
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 class ActorDiedError(RuntimeError):
@@ -97,6 +102,12 @@ class EngineClient:
         return self._get(self.actor.load_weights.remote(state_dict), "load_weights")
 
     def close(self) -> None:
+        # the engine's own close first: vLLM removes its rendezvous file (/tmp/vllm_dist_<id>) then, and a
+        # killed process leaves it behind (one per engine start). A dead or busy actor is killed all the same.
+        try:
+            ray.get(self.actor.close.remote(), timeout=CLOSE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - dead, hung, or its Ray gone: nothing to wait for
+            pass
         ray.kill(self.actor)
 
 

@@ -7,6 +7,7 @@ constructor again in the warm process). Whatever the next run does not take is s
 starts its own actors, so parked actors never hold CPUs a run needs."""
 from __future__ import annotations
 
+import atexit
 import json
 from pathlib import Path
 
@@ -78,3 +79,8 @@ def release() -> None:
 
 def park(key, actor) -> None:
     _parked.append((key, actor))
+    # stopped the way a run stops them when this process exits, not killed by Ray's own exit handler
+    # (a killed vLLM engine leaves its /tmp/vllm_dist_<id> file); re-registered to run before a Ray
+    # started since, as atexit runs the newest handler first
+    atexit.unregister(release)
+    atexit.register(release)

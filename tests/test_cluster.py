@@ -1,4 +1,8 @@
 """Engines inside Ray actors: the same contract, a checked sync, and calls that cannot hang."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import ray
 import torch
@@ -36,6 +40,29 @@ def test_engine_actor_generates_and_syncs(ray_local, echo_model, name):
         assert report.logprob_diff_mean < 1e-5
     finally:
         client.close()
+
+
+def test_an_engine_left_parked_is_closed_at_exit_and_leaves_no_file(echo_model, tmp_path):
+    """vLLM's engine meets itself through a file in the temp dir (`vllm_dist_<id>`) that only its close
+    removes; killed with Ray at the process's exit, an engine parked for a next run (rl/warm.py) left one
+    in /tmp per start. The engine actor's temp dir is pointed at tmp_path to see it."""
+    script = f"""
+import glob
+from omegaconf import OmegaConf
+from policies.actor import start_engine
+from rl import warm
+from rl.cluster import init_ray
+init_ray(OmegaConf.load("conf/cluster/local.yaml"))
+client = start_engine(OmegaConf.load("conf/engine/vllm.yaml"), {echo_model!r},
+                      [{{"runtime_env": {{"env_vars": {{"TMPDIR": {str(tmp_path)!r}}}}}}}])
+print("files while it runs:", len(glob.glob({str(tmp_path / "vllm_dist_*")!r})), flush=True)
+warm.park(("engine",), client)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "files while it runs: 1" in out.stdout, out.stdout[-2000:]
+    assert not list(tmp_path.glob("vllm_dist_*"))
 
 
 def test_engine_actor_call_times_out(ray_local, echo_model):
