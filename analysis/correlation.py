@@ -35,7 +35,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.study import cli, conf_file, seeds, write
-from rl import warm
+from rl.cluster import shutdown_ray
 from rl.logger import read_evals, write_atomic
 
 
@@ -273,7 +273,7 @@ def study(cfg: DictConfig, out_dir: str) -> dict:
 
 @hydra.main(config_path="../conf", config_name="correlation", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    cli(study, report, cfg, "correlation.json, correlation.png, report.md", cleanup=lambda: (warm.release(), ray.shutdown()))
+    cli(study, report, cfg, "correlation.json, correlation.png, report.md", cleanup=shutdown_ray)
 
 
 if __name__ == "__main__":

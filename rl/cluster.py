@@ -5,6 +5,8 @@ import os
 
 import ray
 
+from rl import warm
+
 
 def init_ray(cfg) -> None:
     """`cluster.address: null` starts a local Ray with `cluster.num_cpus`; otherwise join that address."""
@@ -22,6 +24,13 @@ def init_ray(cfg) -> None:
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False,
                  object_store_memory=int(cfg.object_store_gib * 2**30), runtime_env={"env_vars": env},
                  log_to_driver=cfg.log_to_driver)
+
+
+def shutdown_ray() -> None:
+    """Stop the actors parked for a next run (rl/warm.py) as a run stops them, then Ray: `ray.shutdown()`
+    alone kills them, and a killed vLLM engine leaves its rendezvous file (/tmp/vllm_dist_<id>) behind."""
+    warm.release()
+    ray.shutdown()
 
 
 def _this_machine_only() -> None:

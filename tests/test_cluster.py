@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from policies.actor import EngineClient, start_engine
 from policies.engine import EngineError, Sampling
 from policies.sync import sync_weights
-from rl.cluster import init_ray
+from rl.cluster import init_ray, shutdown_ray
 
 CONF = OmegaConf.load("conf/cluster/local.yaml")
 
@@ -21,7 +21,7 @@ CONF = OmegaConf.load("conf/cluster/local.yaml")
 def ray_local():
     init_ray(CONF)
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 @pytest.mark.parametrize("name", ["hf", "vllm"])
@@ -42,27 +42,33 @@ def test_engine_actor_generates_and_syncs(ray_local, echo_model, name):
         client.close()
 
 
-def test_an_engine_left_parked_is_closed_at_exit_and_leaves_no_file(echo_model, tmp_path):
+def test_a_parked_engine_is_closed_by_shutdown_ray_and_at_exit_and_leaves_no_file(echo_model, tmp_path):
     """vLLM's engine meets itself through a file in the temp dir (`vllm_dist_<id>`) that only its close
-    removes; killed with Ray at the process's exit, an engine parked for a next run (rl/warm.py) left one
-    in /tmp per start. The engine actor's temp dir is pointed at tmp_path to see it."""
+    removes; an engine parked for a next run (rl/warm.py) and killed with Ray (`ray.shutdown()`, or Ray's
+    own handler at the process's exit) left one in /tmp per start. `shutdown_ray()` and the exit close it
+    first. The engine actors' temp dir is pointed at tmp_path to see the files."""
     script = f"""
 import glob
 from omegaconf import OmegaConf
 from policies.actor import start_engine
 from rl import warm
-from rl.cluster import init_ray
-init_ray(OmegaConf.load("conf/cluster/local.yaml"))
-client = start_engine(OmegaConf.load("conf/engine/vllm.yaml"), {echo_model!r},
-                      [{{"runtime_env": {{"env_vars": {{"TMPDIR": {str(tmp_path)!r}}}}}}}])
-print("files while it runs:", len(glob.glob({str(tmp_path / "vllm_dist_*")!r})), flush=True)
-warm.park(("engine",), client)
+from rl.cluster import init_ray, shutdown_ray
+def park_an_engine():
+    init_ray(OmegaConf.load("conf/cluster/local.yaml"))
+    warm.park(("engine",), start_engine(OmegaConf.load("conf/engine/vllm.yaml"), {echo_model!r},
+                                        [{{"runtime_env": {{"env_vars": {{"TMPDIR": {str(tmp_path)!r}}}}}}}]))
+    print("files while it runs:", len(glob.glob({str(tmp_path / "vllm_dist_*")!r})), flush=True)
+park_an_engine()
+shutdown_ray()
+print("files after shutdown_ray:", len(glob.glob({str(tmp_path / "vllm_dist_*")!r})), flush=True)
+park_an_engine()
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=400,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "files while it runs: 1" in out.stdout, out.stdout[-2000:]
-    assert not list(tmp_path.glob("vllm_dist_*"))
+    counts = [int(line.rsplit(":", 1)[1]) for line in out.stdout.splitlines() if line.startswith("files ")]
+    assert counts == [1, 0, 1], out.stdout[-2000:]
+    assert not list(tmp_path.glob("vllm_dist_*"))  # after the exit
 
 
 def test_engine_actor_call_times_out(ray_local, echo_model):

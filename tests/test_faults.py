@@ -8,6 +8,7 @@ import pytest
 
 from rl import checkpoint
 from rl.checkpoint import CheckpointError
+from rl.cluster import shutdown_ray
 from rl.loop import check_scores, drop_nonfinite_groups
 
 NAN, INF = float("nan"), float("inf")
@@ -123,10 +124,8 @@ NAN_RUN = ["world=arith_small", "engine=hf", "reward=rule", "reward.unverifiable
 
 @pytest.fixture(scope="module")
 def ray_session():
-    import ray
-
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 def test_a_nan_reward_stops_the_run_naming_source_and_sample(tmp_path, ray_session):

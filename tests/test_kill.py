@@ -11,9 +11,9 @@ import time
 
 import psutil
 import pytest
-import ray
 
 from policies.actor import ActorDiedError
+from rl.cluster import shutdown_ray
 from rl.loop import run
 from tests.test_config import CONF
 from tests.test_loop import SMALL, config, scalars
@@ -25,7 +25,7 @@ KEYS = ("reward/proxy", "reward/gold", "policy/entropy", "eval/reward_gold", "sy
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@ import json
 import re
 
 import pytest
-import ray
 import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rl.cluster import shutdown_ray
 from rl.loop import run
 from tests.test_config import CONF, run_cli
 
@@ -24,7 +24,7 @@ def config(*overrides):
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 def hand_gold(prompt: str, response: str) -> float:

@@ -4,7 +4,6 @@ loop with the engine's log-probs checked at every step."""
 import json
 
 import pytest
-import ray
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
@@ -12,6 +11,7 @@ from transformers import AutoModelForCausalLM
 from policies.logprobs import completion_logprobs
 from policies.tiny import random_model
 from rl.learner import Learner
+from rl.cluster import shutdown_ray
 from rl.loop import run
 from tests.test_loop import config
 from tests.test_microbatch import algo_cfg, rollouts
@@ -101,7 +101,7 @@ def test_a_lora_run_syncs_merged_weights_into_vllm(tmp_path):
                              "algo.prompts_per_step=2", "algo.samples_per_prompt=2", "algo.max_tokens=8", "eval.prompts=4",
                              "eval.every=2", "checkpoint.every=2", f"cache_dir={tmp_path / 'cache'}"), str(tmp_path / "run"))
     finally:
-        ray.shutdown()
+        shutdown_ray()
     assert summary["steps"] == 2
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(m["sync/logprob_diff"] < 1e-3 for m in metrics[1:])

@@ -6,6 +6,7 @@ import pytest
 import ray
 
 from rl.placement import bundles
+from rl.cluster import shutdown_ray
 from tests.test_loop import config
 
 
@@ -26,13 +27,13 @@ def two_nodes():
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0,
                                                             "object_store_memory": 300 * 2**20})
     gpu_node = cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=300 * 2**20)
     cluster.wait_for_nodes()
     yield cluster, cluster.head_node.node_id, gpu_node.node_id
-    ray.shutdown()
+    shutdown_ray()
     cluster.shutdown()
 
 
@@ -77,7 +78,7 @@ def test_a_local_run_starts_a_ray_of_its_own_beside_a_running_cluster(two_nodes)
 
     cluster, _, _ = two_nodes
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
     # cluster.address: null. Ray's own default would join the last Ray started on this machine (this
     # cluster) and refuse num_cpus there.
     init_ray(config().cluster)
@@ -85,4 +86,4 @@ def test_a_local_run_starts_a_ray_of_its_own_beside_a_running_cluster(two_nodes)
         assert ray.get_runtime_context().gcs_address != cluster.address
         assert ray.cluster_resources()["CPU"] == 2 and len(ray.nodes()) == 1  # cluster/local: 2, not 2 + 2
     finally:
-        ray.shutdown()
+        shutdown_ray()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from policies.engine import EngineError
+from rl.cluster import shutdown_ray
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = sorted(p for d in ("analysis", "policies", "rewards", "rl", "worlds") for p in (ROOT / d).rglob("*.py"))
@@ -103,7 +104,7 @@ def test_a_local_ray_listens_on_loopback_only_and_serves_no_dashboard():
     from tests.test_loop import config
 
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
     init_ray(config().cluster)
     try:
         procs = psutil.Process().children(recursive=True)
@@ -117,4 +118,4 @@ def test_a_local_ray_listens_on_loopback_only_and_serves_no_dashboard():
         assert all("--disable-frontend" in c for c in dashboards)
         assert not any(port == 8265 for _, _, port in listening)
     finally:
-        ray.shutdown()
+        shutdown_ray()

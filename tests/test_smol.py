@@ -5,6 +5,7 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
+from rl.cluster import shutdown_ray
 from worlds.smol.task import PHRASINGS, SmolArithTask, make
 
 ASKED = re.compile(r"(\d+) (?:\+|-|\*|plus|minus|times) (\d+)")
@@ -147,8 +148,6 @@ def test_two_grpo_steps_on_smollm2(tmp_path, smol_base):
     correctness, read here by a regex."""
     import json
 
-    import ray
-
     from rl.loop import run
     from tests.test_loop import config
 
@@ -157,7 +156,7 @@ def test_two_grpo_steps_on_smollm2(tmp_path, smol_base):
                              "algo.prompts_per_step=1", "algo.samples_per_prompt=4", "algo.max_tokens=32", "algo.lr=2e-6",
                              "eval.prompts=6", "eval.every=2", "checkpoint.every=0"), str(tmp_path))
     finally:
-        ray.shutdown()
+        shutdown_ray()
     assert summary["steps"] == 2 and summary["policy"] == str(smol_base[1])
     metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "sync/logprob_diff" in m] == [1, 2]  # after each sync

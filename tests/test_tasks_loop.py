@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 
+from rl.cluster import shutdown_ray
 from rl.loop import run
 from tests.test_loop import config, refused
 
@@ -16,7 +16,7 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "real"
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 def gsm8k_rows(split: str) -> list[dict]:

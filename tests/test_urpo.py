@@ -12,6 +12,7 @@ from rewards.ranking import concordance, flip_rate, orders, parse_ranking, rank_
 from rewards.referee import LiveReferee
 from rl import losses as L
 from rl.algos import urpo
+from rl.cluster import shutdown_ray
 
 
 @pytest.mark.parametrize("text, n, expected", [
@@ -189,8 +190,6 @@ def test_the_referee_learns_in_a_short_urpo_run(tmp_path, user_cache):
     so two evaluations tell little; the run still reports it."""
     import json
 
-    import ray
-
     from rl.loop import run
     from tests.test_loop import config
 
@@ -199,7 +198,7 @@ def test_the_referee_learns_in_a_short_urpo_run(tmp_path, user_cache):
                              "algo.urpo.eval_rankings=100", "checkpoint.every=0", f"cache_dir={user_cache}"),
                       str(tmp_path / "run"))
     finally:
-        ray.shutdown()
+        shutdown_ray()
     assert {"referee_accuracy_initial", "referee_accuracy_final", "referee_parse_rate_final"} <= set(summary)
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     for key in ("reward/verifiable", "reward/ranking", "gold/verifiable", "gold/open", "referee/open_parse_rate",
