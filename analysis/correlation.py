@@ -14,8 +14,8 @@ the table and as error bars). Then Pearson, Spearman and Kendall tau between sta
 each mean gain with Fisher-z 95% intervals over the sources (analysis/fits.py), a scatter PNG per
 gain, correlation.json and report.md; the report says which intervals are too wide to conclude.
 
-Each sub-job runs as a Ray task (num_cpus=0: it only orchestrates the loop's own actors;
-`study.parallel` at a time) and its result is cached under `study.cache` (default
+Each sub-job runs in one of `study.parallel` Ray actors (num_cpus=0: they only orchestrate the loop's own
+actors; each runs its sub-jobs one after another, so a run takes back what the last one parked) and its result is cached under `study.cache` (default
 `<cache_dir>/studies/`) by a hash of
 its resolved config and of the world zoo's key (so a change to the world's code invalidates it
 too), and a re-run reuses every finished sub-result. The key does not cover the loop's own code
@@ -98,7 +98,7 @@ def _numbers(d: dict, prefix: str = "") -> list[str]:
 
 
 def run_sub(sub: dict) -> dict:
-    """One sub-job (inside a Ray task): static accuracy, or a BoN / RL run's gold gain."""
+    """One sub-job (inside a `_SubRunner` actor): static accuracy, or a BoN / RL run's gold gain."""
     cfg = OmegaConf.create({k: v for k, v in sub.items() if k != "kind"})
     t0 = time.time()
     if sub["kind"] == "static":
@@ -117,9 +117,22 @@ def run_sub(sub: dict) -> dict:
             "proxy_final": summary["proxy_final"], "kl_final": summary["kl_final"], "wall_s": round(time.time() - t0, 1)}
 
 
+class _SubRunner:
+    """Runs sub-jobs one after another in a process of its own: what one run parks (rl/warm.py) serves its
+    next, and `close` stops those actors as a run would before the study stops Ray."""
+
+    def run(self, sub: dict) -> dict:
+        return run_sub(sub)
+
+    def close(self) -> None:
+        from rl import warm
+
+        warm.release()
+
+
 def collect(cfg: DictConfig) -> dict:
     """Every (kind, source, seed) sub-result (seed None for static), from the cache or computed by
-    Ray tasks."""
+    Ray actors."""
     from worlds.zoo import ensure, zoo_key
     from rl.cluster import init_ray
 
@@ -143,17 +156,23 @@ def collect(cfg: DictConfig) -> dict:
     if jobs:
         ensure(cfg.world, cfg.cache_dir)  # once, here: parallel sub-jobs would each build what they miss
         init_ray(cfg.cluster)
-        task = ray.remote(num_cpus=0)(run_sub)
         from tqdm import tqdm
 
+        from policies.actor import close_then_kill
+
+        runners = [ray.remote(num_cpus=0)(_SubRunner).remote() for _ in range(min(cfg.study.parallel, len(jobs)))]
         bar = tqdm(total=len(jobs), desc="sub-jobs", unit="job")
-        for i in range(0, len(jobs), cfg.study.parallel):
-            wave = jobs[i : i + cfg.study.parallel]
-            for (job, _, path), res in zip(wave, ray.get([task.remote(s) for _, s, _ in wave])):
-                write_atomic(path, json.dumps(res))
-                results[job] = res | {"cached": False}
-                bar.update(1)
-        bar.close()
+        try:
+            for i in range(0, len(jobs), len(runners)):
+                wave = jobs[i : i + len(runners)]
+                for (job, _, path), res in zip(wave, ray.get([r.run.remote(s) for r, (_, s, _) in zip(runners, wave)])):
+                    write_atomic(path, json.dumps(res))
+                    results[job] = res | {"cached": False}
+                    bar.update(1)
+        finally:
+            bar.close()
+            for r in runners:
+                close_then_kill(r)
     return results
 
 

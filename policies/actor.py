@@ -10,7 +10,7 @@ from ray.exceptions import GetTimeoutError
 
 from policies.engine import EngineError, Prompt, Rollout, Sampling, check_engine_name, check_model_dir, make_engine
 
-CLOSE_TIMEOUT_S = 5.0  # how long a closing client waits for its engine to shut down before killing it
+CLOSE_TIMEOUT_S = 5.0  # how long `close_then_kill` waits for an actor's close before killing it
 
 
 class _EngineActor:
@@ -31,6 +31,17 @@ class _EngineActor:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def close_then_kill(actor) -> None:
+    """The actor's own `close()` first, then kill it: vLLM removes its rendezvous file (/tmp/vllm_dist_<id>)
+    when its engine closes, and a killed process leaves it behind (one per engine start). A dead or busy
+    actor is killed all the same."""
+    try:
+        ray.get(actor.close.remote(), timeout=CLOSE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - dead, hung, or its Ray gone: nothing to wait for
+        pass
+    ray.kill(actor)
 
 
 class ActorDiedError(RuntimeError):
@@ -102,13 +113,7 @@ class EngineClient:
         return self._get(self.actor.load_weights.remote(state_dict), "load_weights")
 
     def close(self) -> None:
-        # the engine's own close first: vLLM removes its rendezvous file (/tmp/vllm_dist_<id>) then, and a
-        # killed process leaves it behind (one per engine start). A dead or busy actor is killed all the same.
-        try:
-            ray.get(self.actor.close.remote(), timeout=CLOSE_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - dead, hung, or its Ray gone: nothing to wait for
-            pass
-        ray.kill(self.actor)
+        close_then_kill(self.actor)
 
 
 class EngineGroup:

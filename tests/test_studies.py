@@ -2,6 +2,7 @@
 and their reports on hand-made results (light)."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,16 +128,22 @@ def test_urpo_study_smoke_two_seeds(tmp_path):
 
 def test_correlation_smoke_two_seeds_and_cache(tmp_path):
     """Three sources, two seeds on the reduced world with a tiny budget: static once per source,
-    BoN and RL once per (source, seed), gains averaged over the seeds, every sub-job a Ray task,
+    BoN and RL once per (source, seed), gains averaged over the seeds, every sub-job in a Ray actor,
     and a second run computes nothing."""
     studies = tmp_path / "studies"  # its own sub-result cache; the reduced zoo is the suite's (built once)
     args = [sys.executable, "-m", "analysis.correlation", "world=arith_small", "study.sources=[rm_l,cdr,rule]",
             "study.seeds=[0,1]", "algo.steps=2", "algo.prompts_per_step=4", "algo.samples_per_prompt=4",
             "eval.prompts=8", "eval.every=2", "study.bon.n=4", f"study.cache={studies}"]
+    # the runs' temp dir of their own, to see what the engines leave there (Ray's stays where it was)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = os.environ | {"TMPDIR": str(tmp), "RAY_TMPDIR": os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"}
     for run_dir in ("a", "b"):
         out = subprocess.run([*args, f"hydra.run.dir={tmp_path / run_dir}"], capture_output=True, text=True,
-                             timeout=1800, cwd=REPO)
+                             timeout=1800, cwd=REPO, env=env)
         assert out.returncode == 0, out.stderr[-3000:]
+    # the sub-jobs' vLLM engines were closed, not killed with Ray (which leaves vllm_dist_<id> files)
+    assert not list(tmp.glob("vllm_dist_*"))
     res = json.loads((tmp_path / "b" / "correlation.json").read_text())
     first = json.loads((tmp_path / "a" / "correlation.json").read_text())
     assert res["seeds"] == [0, 1] and [r["source"] for r in res["rows"]] == ["rm_l", "cdr", "rule"]
