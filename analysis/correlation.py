@@ -62,8 +62,8 @@ def _sub_config(cfg: DictConfig, kind: str, source: str, seed: int | None = None
     if kind == "bon":
         base["algo"] = OmegaConf.to_container(OmegaConf.load(conf_file("algo", "bon"))) | {"n_max": study["bon"]["n"]}
     base["checkpoint"] = {"every": 0, "keep": 1}
-    # one sub-job at a time: each task's actors stay warm for the next (rl/warm.py); side by side,
-    # actors parked in idle task workers would hold CPUs the running ones need
+    # one sub-job at a time: a runner's actors stay warm for its next sub-job (rl/warm.py); side by side,
+    # actors parked by a runner between two sub-jobs would hold CPUs the other runners' runs need
     base["cluster"]["keep_warm"] = bool(base["cluster"].get("keep_warm", True)) and study["parallel"] == 1
     return base | {"kind": kind}
 
