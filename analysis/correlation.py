@@ -158,7 +158,7 @@ def collect(cfg: DictConfig) -> dict:
         init_ray(cfg.cluster)
         from tqdm import tqdm
 
-        from policies.actor import close_then_kill
+        from policies.actor import CLOSE_TIMEOUT_S, close_then_kill
 
         runners = [ray.remote(num_cpus=0)(_SubRunner).remote() for _ in range(min(cfg.study.parallel, len(jobs)))]
         bar = tqdm(total=len(jobs), desc="sub-jobs", unit="job")
@@ -171,8 +171,8 @@ def collect(cfg: DictConfig) -> dict:
                     bar.update(1)
         finally:
             bar.close()
-            for r in runners:
-                close_then_kill(r)
+            for r in runners:  # a runner's close closes an engine and stops other actors: more time
+                close_then_kill(r, timeout=6 * CLOSE_TIMEOUT_S)
     return results
 
 

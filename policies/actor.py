@@ -10,7 +10,7 @@ from ray.exceptions import GetTimeoutError
 
 from policies.engine import EngineError, Prompt, Rollout, Sampling, check_engine_name, check_model_dir, make_engine
 
-CLOSE_TIMEOUT_S = 5.0  # how long `close_then_kill` waits for an actor's close before killing it
+CLOSE_TIMEOUT_S = 5.0  # how long `close_then_kill` waits for an engine actor's close before killing it
 
 
 class _EngineActor:
@@ -33,12 +33,12 @@ class _EngineActor:
         self.engine.close()
 
 
-def close_then_kill(actor) -> None:
-    """The actor's own `close()` first, then kill it: vLLM removes its rendezvous file (/tmp/vllm_dist_<id>)
-    when its engine closes, and a killed process leaves it behind (one per engine start). A dead or busy
-    actor is killed all the same."""
+def close_then_kill(actor, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """The actor's own `close()` first (at most `timeout` seconds), then kill it: vLLM removes its rendezvous
+    file (/tmp/vllm_dist_<id>) when its engine closes, and a killed process leaves it behind (one per engine
+    start). A dead or busy actor is killed all the same."""
     try:
-        ray.get(actor.close.remote(), timeout=CLOSE_TIMEOUT_S)
+        ray.get(actor.close.remote(), timeout=timeout)
     except Exception:  # noqa: BLE001 - dead, hung, or its Ray gone: nothing to wait for
         pass
     ray.kill(actor)
