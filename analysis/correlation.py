@@ -15,11 +15,11 @@ each mean gain with Fisher-z 95% intervals over the sources (analysis/fits.py), 
 gain, correlation.json and report.md; the report says which intervals are too wide to conclude.
 
 Each sub-job runs in one of `study.parallel` Ray actors (num_cpus=0: they only orchestrate the loop's own
-actors; each runs its sub-jobs one after another, so a run takes back what the last one parked) and its result is cached under `study.cache` (default
-`<cache_dir>/studies/`) by a hash of
-its resolved config and of the world zoo's key (so a change to the world's code invalidates it
-too), and a re-run reuses every finished sub-result. The key does not cover the loop's own code
-(rl/): after changing an algorithm, delete `<cache_dir>/studies/`.
+actors; each runs its sub-jobs one after another, so a run takes back what the last one parked) and its
+result is cached under `study.cache` (default `<cache_dir>/studies/`) by a hash of its resolved config
+and of the world zoo's key (so a change to the world's code invalidates it too), and a re-run reuses
+every finished sub-result. The key does not cover the loop's own code (rl/): after changing an
+algorithm, delete `<cache_dir>/studies/`.
 """
 from __future__ import annotations
 

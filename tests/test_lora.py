@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from policies.logprobs import completion_logprobs
 from policies.tiny import random_model
-from rl.learner import Learner
 from rl.cluster import shutdown_ray
+from rl.learner import Learner
 from rl.loop import run
 from tests.test_loop import config
 from tests.test_microbatch import algo_cfg, rollouts

@@ -5,8 +5,8 @@ their actors where the config says."""
 import pytest
 import ray
 
-from rl.placement import bundles
 from rl.cluster import shutdown_ray
+from rl.placement import bundles
 from tests.test_loop import config
 
 
