@@ -113,6 +113,13 @@ def test_urpo_study_smoke_two_seeds(tmp_path):
             summary = json.loads((tmp_path / f"seed_{s}" / arm / "summary.json").read_text())
             assert (summary["algo"], summary["reward"], summary["steps"]) == ("grpo", arm, 2)
         assert (tmp_path / f"seed_{s}" / "urpo" / "checkpoints" / "step_000002" / "policy" / "tokenizer.json").exists()
+        # the joint mix (verifiable : ranking : open = 1 : 1 : 1 of 6 prompts): every kind scored at every step
+        steps = [json.loads(x) for x in (tmp_path / f"seed_{s}" / "urpo" / "metrics.jsonl").read_text().splitlines()]
+        steps = [m for m in steps if "reward/ranking" in m]
+        assert [m["step"] for m in steps] == [1, 2]
+        for key in ("reward/verifiable", "reward/ranking", "gold/verifiable", "gold/open", "referee/ranking_parse_rate",
+                    "referee/open_parse_rate"):
+            assert all(np.isfinite(m[key]) for m in steps), key
         assert not (tmp_path / f"seed_{s}" / "judge" / "checkpoints").exists()
     st = res["static"]
     assert [v["protocol"] for v in st["urpo_final"]] == ["both_orders"] * 2 and st["judge"]["protocol"] == "ratings"

@@ -181,35 +181,42 @@ def test_the_referee_is_the_live_policy(tmp_path):
 
 
 def test_the_referee_learns_in_a_short_urpo_run(tmp_path, user_cache):
-    """40 URPO steps from the arith zoo's referee (SFT'd until a fifth of its greedy verdicts parse:
-    it ranks 4 candidates badly): its ranking reward (concordance with gold, 0 when unparsable) on
-    each step's fresh training rankings at T=1 rises. Measured on zoo arith-1805a1a4b97d (an AVX2
-    CPU): mean over steps 1-10 0.047, over steps 31-40 0.224 (parse rate 0.10 -> 0.42); the margin
-    asked is half of that. Not the greedy held-out accuracy: a referee this young flips between
-    parsable and not from one evaluation to the next (0.13, 0.36, 0.16, 0.13, 0.25 every 10 steps),
-    so two evaluations tell little; the run still reports it."""
+    """40 URPO steps of ranking groups only (`algo.urpo.mix=[0,1,0]`) from the arith zoo's referee (SFT'd
+    until a fifth of its greedy verdicts parse: it ranks 4 candidates badly): its ranking reward
+    (concordance with gold, 0 when unparsable) and parse rate on each step's fresh training rankings at
+    T=1 rise from steps 1-10 to steps 21-40.
+
+    Ranking groups only, because in the joint mix the referee's gain is a coin toss at this scale. Measured
+    on zoo arith-1805a1a4b97d built on an AVX-512 CPU, ranking reward over steps 1-10 -> 31-40: mix [1,1,1]
+    seed 0 0.096 -> 0.101 (0.204 over steps 11-20, then the player's verifier reward took over), seed 1
+    0.117 -> 0.118; [1,2,1] seeds 0-2 +0.08, +0.09, -0.04; the same zoo built on an AVX2 CPU gave +0.18
+    with [1,1,1] seed 0. Ranking groups alone rose steadily in every seed tried: steps 1-10 -> 21-40,
+    reward +0.069, +0.088, +0.041 and parse rate +0.12, +0.18, +0.08 (seeds 0, 1, 2); the margins
+    asked are a bit over half the smallest. Without learning, 20 steps of 64 rankings put the difference
+    within about +-0.012 (reward) of 0. Not the greedy held-out accuracy: a referee this young flips between
+    parsable and not from one evaluation to the next (final 0.35, 0.51, 0.08 in those seeds)."""
     import json
 
     from rl.loop import run
     from tests.test_loop import config
 
     try:
-        summary = run(config("algo=urpo", "policy=arith_referee", "reward=rule", "algo.steps=40", "eval.every=40",
-                             "algo.urpo.eval_rankings=100", "checkpoint.every=0", f"cache_dir={user_cache}"),
+        summary = run(config("algo=urpo", "policy=arith_referee", "reward=rule", "algo.urpo.mix=[0,1,0]",
+                             "algo.steps=40", "eval.every=40", "algo.urpo.eval_rankings=100", "checkpoint.every=0",
+                             f"cache_dir={user_cache}"),
                       str(tmp_path / "run"))
     finally:
         shutdown_ray()
     assert {"referee_accuracy_initial", "referee_accuracy_final", "referee_parse_rate_final"} <= set(summary)
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    for key in ("reward/verifiable", "reward/ranking", "gold/verifiable", "gold/open", "referee/open_parse_rate",
-                "referee/ranking_parse_rate", "urpo/open_groups_left_out"):
+    for key in ("reward/ranking", "referee/ranking_parse_rate", "urpo/open_groups_left_out"):
         assert key in metrics[1], key
     train = {m["step"]: m for m in metrics if "reward/ranking" in m}
     assert sorted(train) == list(range(1, 41))
     mean = lambda key, steps: sum(train[s][key] for s in steps) / len(steps)  # noqa: E731
-    first, last = range(1, 11), range(31, 41)
-    assert mean("reward/ranking", last) >= mean("reward/ranking", first) + 0.09, [train[s]["reward/ranking"] for s in train]
-    assert mean("referee/ranking_parse_rate", last) > mean("referee/ranking_parse_rate", first) + 0.1
+    first, last = range(1, 11), range(21, 41)
+    assert mean("reward/ranking", last) >= mean("reward/ranking", first) + 0.025, [train[s]["reward/ranking"] for s in train]
+    assert mean("referee/ranking_parse_rate", last) >= mean("referee/ranking_parse_rate", first) + 0.05
 
 
 class Canned:
