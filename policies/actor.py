@@ -108,9 +108,15 @@ class EngineClient:
         """`state_dict`: tensors, a safetensors file's path, or a Ray object ref to either (a learner's
         `state_dict.remote()` / `write_weights.remote(path)`: the weights then go from the learner to the
         engine without passing through this process)."""
+        return self.submit_load(state_dict)()
+
+    def submit_load(self, state_dict):
+        """Start loading; returns a function that waits for it (the engine's load seconds). The actor runs
+        its calls in the order they were made, so a generation submitted after this sees the new weights."""
         if isinstance(state_dict, dict):
             state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
-        return self._get(self.actor.load_weights.remote(state_dict), "load_weights")
+        ref = self.actor.load_weights.remote(state_dict)
+        return lambda: self._get(ref, "load_weights")
 
     def close(self) -> None:
         close_then_kill(self.actor)
@@ -141,10 +147,13 @@ class EngineGroup:
             c.wait()
 
     def load_weights(self, state_dict) -> float:
+        return self.submit_load(state_dict)()
+
+    def submit_load(self, state_dict):
         if isinstance(state_dict, dict):
             state_dict = ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
-        refs = [c.actor.load_weights.remote(state_dict) for c in self.clients]
-        return max(c._get(ref, "load_weights") for c, ref in zip(self.clients, refs))
+        waits = [c.submit_load(state_dict) for c in self.clients]
+        return lambda: max(wait() for wait in waits)
 
     def nodes(self) -> list[str]:
         return [n for c in self.clients for n in c.nodes()]

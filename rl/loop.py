@@ -208,7 +208,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
                 for stale in remove_stale_weights_files():
                     print(f"removed {stale}: a weight-sync file left by a run that no longer exists")
             sync_path = weights_file() if via_file else None
-            ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo, sync_path=sync_path)
+            ctx = SimpleNamespace(cfg=cfg, task=task, engine=engine, score=score, algo=algo, sync_path=sync_path,
+                                  pending_sync=None)
             summary = _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume)
             if sync_path:  # a learner kept warm would otherwise hold the file's pages mapped until its next run
                 learner.close_sync_file.remote()
@@ -374,15 +375,31 @@ def _sample_batch(cfg, task, engine, score, step: int, sampling: dict, prefetche
                             "dynamic/surplus_groups": float(surplus), "dynamic/groups": float(groups)})
 
 
-def _sync(ctx, learner) -> float:
+def _sync(ctx, learner, wait: bool = True) -> float | None:
     """The learner's weights into the engine; the engine's load time. On one node through a safetensors
     file in shared memory (the learner writes it, the engine reads it: at the SmolLM2-135M shape 0.82 s
-    a sync against 3.44 s through the object store, BENCHMARKS.md), across nodes through the object store."""
-    if ctx.sync_path is None:
-        return ctx.engine.load_weights(learner.state_dict.remote())
+    a sync against 3.44 s through the object store, BENCHMARKS.md), across nodes through the object store.
+
+    `wait=False` (asynchronous generation): returns at once, with the previous sync's load time (None at
+    the first). Each actor runs its calls in order, so the learner's next update waits for its write and
+    the engine's next generation for its load, off the driver's path; the driver waits for a load only
+    before the next sync, since the learner rewrites the file the engine may still be reading, and at
+    the run's end (`_finish_sync`)."""
+    before = _finish_sync(ctx)
     # the path goes to the learner and, once written, straight to the engine actor (no driver stop); the
     # learner rewrites the same file every sync (policies/shm_weights.py), the run removes it at its end
-    return ctx.engine.load_weights(learner.write_weights.remote(ctx.sync_path))
+    weights = learner.state_dict.remote() if ctx.sync_path is None else learner.write_weights.remote(ctx.sync_path)
+    pending = ctx.engine.submit_load(weights)
+    if wait:
+        return pending()
+    ctx.pending_sync = pending
+    return before
+
+
+def _finish_sync(ctx) -> float | None:
+    """Wait for a sync `_sync(wait=False)` left running (its errors surface here); its load time."""
+    pending, ctx.pending_sync = ctx.pending_sync, None
+    return pending() if pending else None
 
 
 def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -> dict:
@@ -432,13 +449,14 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
             m |= {"sync/logprob_diff": gap[0], "sync/logprob_diff_max": gap[1]}
         m["async/staleness"] = float(stale)
         t3 = time.time()
-        sync_s = _sync(ctx, learner)
+        sync_s = _sync(ctx, learner, wait=not a.get("async_generation"))
         t4 = time.time()
         tokens = sum(len(r.completion_ids) for r in rs)
         m.update({"reward/proxy": _mean(proxy), "reward/gold": _mean(gold),
                   "response/length": tokens / len(rs), "response/truncated": _mean([r.finish_reason == "length" for r in rs]),
-                  "perf/learn_s": t3 - t2, "perf/sync_s": t4 - t3, "perf/sync_load_s": sync_s, "perf/step_s": t4 - t0,
-                  **drawn, **counters})
+                  "perf/learn_s": t3 - t2, "perf/sync_s": t4 - t3, "perf/step_s": t4 - t0, **drawn, **counters})
+        if sync_s is not None:
+            m["perf/sync_load_s"] = sync_s
         if (step + 1) % cfg.eval.every == 0 or step + 1 == a.steps:
             last = _evaluate(ctx, learner, eval_items, timeout, run_dir, step + 1)
             m.update(last)
@@ -456,6 +474,7 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
                             state, cfg.checkpoint.keep)
         if cfg.stop_after is not None and step + 1 >= cfg.stop_after:  # simulates an interrupted run
             break
+    _finish_sync(ctx)
     extra = {f"{k[5:]}_{when}": ev[k] for k in first if k.startswith(("eval/referee_", "eval/gold_"))
              for when, ev in (("initial", first), ("final", last))}
     return {"proxy_initial": first["eval/reward_proxy"], "proxy_final": last["eval/reward_proxy"],

@@ -113,22 +113,34 @@ def test_micro_batches_by_padded_tokens():
     assert [t.tolist() for t in common.micro_batches(idx, full, None, 30, group)] == [[11, 14, 13], [15, 10, 12]]
 
 
-def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path):
-    """Three prompts of 20, 24 and 22 tokens with 4, 2 and 4 samples of 0-4 tokens (one sample with no
-    completion token): each prompt's rows run as one packed row (one model call over 3 rows of at
-    most 24 + 6 tokens, not 10 rows of 28), and the log-probs of the completion tokens and the
-    parameter gradients of a weighted sum of them equal those of a plain forward of each whole
-    sequence."""
+# (prompt length, its samples' completion lengths) -> the model call the packed forward makes
+PACKINGS = {
+    # each prompt's rows as one pack: 3 rows of at most 24 + 6 tokens, not 10 rows of 28 (every pack is 30)
+    "a pack a row": ([(20, [2, 4, 1, 3]), (24, [4, 2]), (22, [0, 3, 4, 1])], (3, 30)),
+    # packs of 30, 12, 10 and 8 tokens: the three short ones share the second row (12 + 10 + 8 = 30), not
+    # 4 rows of 30 (a row of 60 holding all four costs more attention: 60 x 1.08 > 2 x 30 x 1.04)
+    "short packs share a row": ([(20, [4, 4, 2]), (6, [3, 3]), (5, [0, 2, 3]), (4, [1, 3])], (2, 30)),
+}
+
+
+@pytest.mark.parametrize("packing", PACKINGS)
+def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path, packing):
+    """Prompts with several samples of 0-4 tokens each (one sample with no completion token): the rows
+    run packed, a prompt once with its samples' completions after it (`PACKINGS`: the one model call
+    expected), and the log-probs of the completion tokens and the parameter gradients of a weighted sum
+    of them equal those of a plain forward of each whole sequence."""
+    spec, call = PACKINGS[packing]
     model = Learner(model_path, algo_cfg()).policy
     g = torch.Generator().manual_seed(1)
     rs = []
-    for i, (plen, clens) in enumerate([(20, [2, 4, 1, 3]), (24, [4, 2]), (22, [0, 3, 4, 1])]):
+    for i, (plen, clens) in enumerate(spec):
         prompt = torch.randint(3, model.config.vocab_size, (plen,), generator=g).tolist()
         for c in clens:
             rs.append(Rollout(i, prompt, torch.randint(3, model.config.vocab_size, (c,), generator=g).tolist(), "", [], "length"))
     ids, attn, mask = pad_rollouts(rs)
     group, plen = common.prompt_groups(ids, attn, mask)
-    assert group.tolist() == [0] * 4 + [1] * 2 + [2] * 4 and plen.tolist() == [20] * 4 + [24] * 2 + [22] * 4
+    assert group.tolist() == [i for i, (_, c) in enumerate(spec) for _ in c]
+    assert plen.tolist() == [p for p, c in spec for _ in c]
     weights = torch.randn(mask.shape, generator=g)
 
     def logprobs_and_grads(shared: bool):
@@ -145,7 +157,7 @@ def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path):
                                            with_kwargs=True)
     shared, shared_grads = logprobs_and_grads(True)
     hook.remove()
-    assert calls == [(3, 30)]  # prompt 24 + completions 4 + 2; the others 20 + 10 and 22 + 8
+    assert calls == [call]
     assert (plain - shared).abs().max() < 1e-5 and plain.abs().sum() > 1
     assert max((plain_grads[k] - shared_grads[k]).abs().max().item() for k in plain_grads) < 1e-4
 

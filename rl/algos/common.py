@@ -178,46 +178,77 @@ def _pass_cost(rows: int, length: int, hidden: int) -> float:
     return rows * length * (1 + length / (6 * hidden))
 
 
+def _bins(sizes: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: the indices of `sizes` in bins whose sizes sum to at most `capacity` (each
+    size at most `capacity`)."""
+    bins, room = [], []
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        j = next((j for j, r in enumerate(room) if r >= sizes[i]), len(bins))
+        if j == len(bins):
+            bins.append([])
+            room.append(capacity)
+        bins[j].append(i)
+        room[j] -= sizes[i]
+    return bins
+
+
+def _packing(sizes: list[int], hidden: int) -> tuple[int, list[list[int]]]:
+    """The packed rows' length and which packs each holds: of lengths 1-3x the longest pack, the one whose
+    rows cost least (`_pass_cost`). Short packs share a row instead of each being padded to the
+    longest; a longer row costs more attention, which the cost weighs."""
+    options = [(c, _bins(sizes, c)) for c in (max(sizes) * k for k in (1, 2, 3))]
+    return min(options, key=lambda o: _pass_cost(len(o[1]), o[0], hidden))
+
+
 def _logits(model, x: torch.Tensor, attn: torch.Tensor, plen: torch.Tensor, group: torch.Tensor | None,
             first: int) -> torch.Tensor:
     """`logits_from(model, x, attn, first)` for right-padded rows x (B, w) with prompt lengths `plen`,
-    where rows with the same `group` id (the same prompt: a GRPO group) run as one packed row when
-    that costs less than the padded batch: the prompt once, then each sample's completion after it,
-    under a mask that lets a completion see the prompt and its own earlier tokens only, with the
-    positions it had when sampled. One forward, the prompt computed once, no padding inside the
-    group; the same numbers up to float rounding (tests/test_microbatch.py). Logits are computed only
-    at the positions that predict completion tokens (zeros elsewhere)."""
+    where rows with the same `group` id (the same prompt: a GRPO group) run as one pack when that costs
+    less than the padded batch: the prompt once, then each sample's completion after it, under a mask
+    that lets a completion see its prompt and its own earlier tokens only, with the positions it had when
+    sampled; packs shorter than the longest share a row (`_packing`), each seeing only itself. One
+    forward, each prompt computed once, little padding; the same numbers up to float rounding
+    (tests/test_microbatch.py). Logits are computed only at the positions that predict completion tokens
+    (zeros elsewhere)."""
     B, w = x.shape
     cfg = model.config
     lens, pl = attn.sum(1).tolist(), plen.tolist()
     packs: dict[int, list[int]] = {}
     for b, k in enumerate([] if group is None else group.tolist()):
         packs.setdefault(k, []).append(b)
-    R = max((pl[r[0]] + sum(lens[b] - pl[b] for b in r) for r in packs.values()), default=0)
-    if (len(packs) in (0, B) or getattr(cfg, "_attn_implementation", None) != "sdpa"  # a boolean 4-D mask
-            or _pass_cost(len(packs), R, cfg.hidden_size) >= _pass_cost(B, w, cfg.hidden_size)):
+    packs = list(packs.values())
+    if not packs or getattr(cfg, "_attn_implementation", None) != "sdpa":  # packing needs a boolean 4-D mask
         return logits_from(model, x, attn, first)
-    G, dev = len(packs), x.device
+    R, rows_of = _packing([pl[r[0]] + sum(lens[b] - pl[b] for b in r) for r in packs], cfg.hidden_size)
+    if _pass_cost(len(rows_of), R, cfg.hidden_size) >= _pass_cost(B, w, cfg.hidden_size):
+        return logits_from(model, x, attn, first)
+    G, dev = len(rows_of), x.device
     ids, pos = torch.zeros(G, R, dtype=x.dtype), torch.zeros(G, R, dtype=torch.long)
+    pack = torch.full((G, R), -1)  # which pack a slot holds (-1: padding)
     seg = torch.full((G, R), -2)  # -1: the prompt, b: row b's completion, -2: padding
     rows, cols, src = [], [], []  # logits[rows, cols] come from the packed hidden state at flat index src
     xc = x.cpu()
-    for g, members in enumerate(packs.values()):
-        p = pl[members[0]]
-        ids[g, :p], pos[g, :p], seg[g, :p] = xc[members[0], :p], torch.arange(p), -1
-        at = p
-        for b in members:
-            n = lens[b] - pl[b]
-            ids[g, at : at + n], pos[g, at : at + n], seg[g, at : at + n] = xc[b, p : p + n], torch.arange(p, p + n), b
-            # completion token j of row b is predicted at column p - 1 + j: by the prompt's last position
-            # (j = 0, shared by the group) or by the packed slot of token j - 1
-            rows += [b] * n
-            cols += range(p - 1 - first, p - 1 - first + n)
-            src += [g * R + p - 1] + [g * R + at + j for j in range(n - 1)] if n else []
-            at += n
+    for g, held in enumerate(rows_of):
+        at = 0
+        for i in held:
+            members, p = packs[i], pl[packs[i][0]]
+            ids[g, at : at + p], pos[g, at : at + p], seg[g, at : at + p] = xc[members[0], :p], torch.arange(p), -1
+            last, start = g * R + at + p - 1, at  # the prompt's last slot predicts each completion's first token
+            at += p
+            for b in members:
+                n = lens[b] - pl[b]
+                ids[g, at : at + n], pos[g, at : at + n], seg[g, at : at + n] = xc[b, p : p + n], torch.arange(p, p + n), b
+                # completion token j of row b is predicted at column p - 1 + j: by the prompt's last position
+                # (j = 0, shared by the pack) or by the packed slot of token j - 1
+                rows += [b] * n
+                cols += range(p - 1 - first, p - 1 - first + n)
+                src += [last] + [g * R + at + j for j in range(n - 1)] if n else []
+                at += n
+            pack[g, start:at] = i
+    same = (pack[:, :, None] == pack[:, None, :]) & (pack[:, :, None] >= 0)
     q, k = seg[:, :, None], seg[:, None, :]
     causal = pos[:, :, None] >= pos[:, None, :]
-    mask = (((k == -1) & (q != -2)) | ((q == k) & (q >= 0))) & causal | torch.eye(R, dtype=torch.bool)  # padding sees itself
+    mask = same & ((k == -1) | (q == k)) & causal | torch.eye(R, dtype=torch.bool)  # padding sees itself
     out = model(input_ids=ids.to(dev), attention_mask=mask[:, None].to(dev), position_ids=pos.to(dev),
                 output_hidden_states=True, logits_to_keep=1)
     hidden = out.hidden_states[-1].flatten(0, 1)  # the final norm's output
