@@ -337,3 +337,38 @@ def test_async_generation_trains_on_rollouts_of_the_weights_before_the_update(tm
     gold = [hand_gold(items[r.prompt_index].text, r.text) for r in rs]
     assert rows[2]["reward/gold"] == pytest.approx(sum(gold) / len(gold))
     assert rows[2]["response/length"] == pytest.approx(sum(len(r.completion_ids) for r in rs) / len(rs))
+
+
+def test_a_sync_left_running_is_waited_for_before_the_next_write():
+    """`_sync(wait=False)` (asynchronous generation) returns before the engine has loaded, and the next
+    sync waits for that load before the learner rewrites the one weights file the engine reads; the
+    load times come back one sync late, the last at `_finish_sync`. A stand-in engine and learner record
+    the order of the calls."""
+    from types import SimpleNamespace
+
+    from rl.loop import _finish_sync, _sync
+
+    events, loads = [], iter([0.1, 0.2, 0.3])
+
+    class Learner:
+        class write_weights:
+            @staticmethod
+            def remote(path):
+                events.append(f"write {path}")
+                return path
+
+    class Engine:
+        def submit_load(self, weights):
+            n = sum(e.startswith("submit") for e in events) + 1
+            events.append(f"submit {n}")
+            seconds = next(loads)
+            return lambda: events.append(f"wait {n}") or seconds
+
+    ctx = SimpleNamespace(engine=Engine(), sync_path="/dev/shm/w", pending_sync=None)
+    assert _sync(ctx, Learner, wait=False) is None  # nothing loaded before the first
+    assert events == ["write /dev/shm/w", "submit 1"]
+    assert _sync(ctx, Learner, wait=False) == 0.1
+    assert events[2:] == ["wait 1", "write /dev/shm/w", "submit 2"]
+    assert _finish_sync(ctx) == 0.2 and events[5:] == ["wait 2"] and ctx.pending_sync is None
+    assert _finish_sync(ctx) is None
+    assert _sync(ctx, Learner) == 0.3 and events[6:] == ["write /dev/shm/w", "submit 3", "wait 3"]
