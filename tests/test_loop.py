@@ -350,12 +350,11 @@ def test_a_sync_left_running_is_waited_for_before_the_next_write():
 
     events, loads = [], iter([0.1, 0.2, 0.3])
 
-    class Learner:
-        class write_weights:
-            @staticmethod
-            def remote(path):
-                events.append(f"write {path}")
-                return path
+    def write(path):
+        events.append(f"write {path}")
+        return path
+
+    learner = SimpleNamespace(write_weights=SimpleNamespace(remote=write))
 
     class Engine:
         def submit_load(self, weights):
@@ -365,10 +364,10 @@ def test_a_sync_left_running_is_waited_for_before_the_next_write():
             return lambda: events.append(f"wait {n}") or seconds
 
     ctx = SimpleNamespace(engine=Engine(), sync_path="/dev/shm/w", pending_sync=None)
-    assert _sync(ctx, Learner, wait=False) is None  # nothing loaded before the first
+    assert _sync(ctx, learner, wait=False) is None  # nothing loaded before the first
     assert events == ["write /dev/shm/w", "submit 1"]
-    assert _sync(ctx, Learner, wait=False) == 0.1
+    assert _sync(ctx, learner, wait=False) == 0.1
     assert events[2:] == ["wait 1", "write /dev/shm/w", "submit 2"]
     assert _finish_sync(ctx) == 0.2 and events[5:] == ["wait 2"] and ctx.pending_sync is None
     assert _finish_sync(ctx) is None
-    assert _sync(ctx, Learner) == 0.3 and events[6:] == ["write /dev/shm/w", "submit 3", "wait 3"]
+    assert _sync(ctx, learner) == 0.3 and events[6:] == ["write /dev/shm/w", "submit 3", "wait 3"]
