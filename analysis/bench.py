@@ -39,7 +39,8 @@ every job starting its own (`false`), alternating: the process's wall time and e
 
 pieces: learner pieces in one process, alternating: a GRPO update with each sequence's own forward vs
 a prompt and its samples packed in one row (`share_prompt_update_ratio_<size>_<prompt tokens>`: packed /
-own), an AdamW step fused vs per tensor (`adamw_fused_ratio_<size>`), and the weight-sync file written
+own), a GRPO update where half the groups have equal rewards with their rows forward only (what the
+learner does: no gradient) vs in the backward too (`quiet_rows_update_ratio_<size>`), an AdamW step fused vs per tensor (`adamw_fused_ratio_<size>`), and the weight-sync file written
 fresh per sync vs rewritten in place (`sync_write_ratio_<size>`).
 
 sync, replicas: the same short GRPO run (reward=gold, a random model of the `--size` shape) in two
@@ -51,10 +52,12 @@ one core each (`replicas_step_ratio_<size>`: two over one); the synchronous loop
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import time
+from unittest import mock
 
 # Before torch/vLLM import: in-process vLLM, as the engine uses it.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -390,10 +393,11 @@ def bench_variants(what: str, repeats: int, size: str, steps: int, out_dir: str,
 
 
 def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str) -> dict:
-    """Two learner pieces in one process on a random model of the `--size` shape, alternating, medians:
+    """Learner pieces in one process on a random model of the `--size` shape, alternating, medians:
     one GRPO update (4 prompts x 4 samples at 135M, 16 x 8 at the tiny shape; completions of 4-24
     tokens; each prompt length given) with every sequence's own forward (padded to the longest) vs a
-    group packed in one row (`algo.share_prompt`); an AdamW step over the model's parameters, per tensor
+    group packed in one row (`algo.share_prompt`); the packed update with half the groups' rewards equal,
+    their rows forward only vs in the backward (the last prompt length); an AdamW step over the model's parameters, per tensor
     (torch's CPU default) vs fused (what the learner uses); and the weight-sync file: a fresh
     safetensors file in /dev/shm per sync vs one rewritten in place (`policies/shm_weights.py`)."""
     import torch
@@ -402,6 +406,7 @@ def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str
     from policies.engine import Rollout, weights_file
     from policies.shm_weights import Writer
     from policies.tiny import random_model
+    from rl.algos import common
     from rl.learner import Learner
     from worlds import zoo
 
@@ -429,6 +434,21 @@ def bench_pieces(repeats: int, size: str, prompt_tokens: list[int], out_dir: str
         res.setdefault("update_runs_s", {})[plen] = times
         print(f"update, {plen}-token prompts: one forward a sequence {res['update_s'][plen]['false']:.2f} s, "
               f"packed by prompt {res['update_s'][plen]['true']:.2f} s", flush=True)
+    # half the groups with equal rewards (the arith task's verifier gives 50-60%): their rows forward only,
+    # or in the backward too as before rows without gradient were split off (`_live` taking every row)
+    half = [float(j % 2) if (j // samples) % 2 else 1.0 for j in range(len(rs))]
+    every_row = lambda mb, loss_mask, adv, other: (loss_mask[mb] > 0).any(1)  # noqa: E731
+    times = {"backward_all": [], "forward_only": []}
+    for rep in range(repeats + 1):
+        for how in list(times) if rep % 2 == 0 else list(times)[::-1]:
+            with mock.patch.object(common, "_live", every_row) if how == "backward_all" else contextlib.nullcontext():
+                t0 = time.perf_counter()
+                learners["true"].update(rs, half)
+            if rep:
+                times[how].append(time.perf_counter() - t0)
+    res["quiet_rows_update_s"] = {h: statistics.median(t) for h, t in times.items()}
+    print(f"update, half the groups without gradient: in the backward {res['quiet_rows_update_s']['backward_all']:.3f} s, "
+          f"forward only {res['quiet_rows_update_s']['forward_only']:.3f} s", flush=True)
     params = list(learners["false"].policy.parameters())
     for p in params:
         p.grad = torch.randn(p.shape, generator=g) * 1e-3
@@ -582,6 +602,8 @@ def main(argv=None):
         res = bench_pieces(a.repeats, a.size, [int(x) for x in a.prompt_tokens.split(",")], a.out_dir)
         for plen, u in res["update_s"].items():
             print(f"share_prompt_update_ratio_{a.size}_{plen}={u['true'] / u['false']:.2f}")
+        q = res["quiet_rows_update_s"]
+        print(f"quiet_rows_update_ratio_{a.size}={q['forward_only'] / q['backward_all']:.2f}")
         o = res["adamw_step_s"]
         print(f"adamw_fused_ratio_{a.size}={o['fused'] / o['per_tensor']:.2f}")
         w = res["sync_write_s"]

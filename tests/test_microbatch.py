@@ -1,5 +1,8 @@
 """The learner at real-model sizes: chunked log-probs (no float32 batch x length x vocabulary copy),
 micro-batches with gradient accumulation, `algo.device`. Tiny random models, the learner in-process."""
+import copy
+import math
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -85,6 +88,43 @@ def test_micro_batches_accumulate_the_minibatch_gradient(model_path, agg):
               "sync/logprob_diff"):
         assert m_micro[k] == pytest.approx(m_full[k], rel=1e-4, abs=1e-6), k
         assert m_tokens[k] == pytest.approx(m_full[k], rel=1e-4, abs=1e-6), k
+
+
+@pytest.mark.parametrize("behaviour", [False, True])
+def test_rows_without_gradient_run_forward_only(model_path, behaviour):
+    """Rewards 1 1 | 1 0 | .5 .5 | 0 1: groups 0 and 2 have advantage 0 and the loss no KL or entropy term,
+    so their rows' loss and gradient are 0. The update's backward runs over the other 4 rows only (one
+    forward with autograd of 4 rows, one without of the other 4), and the step's gradient and what it logs
+    of every row equal a hand computation over all 8 from plain per-sequence forwards: advantages +-0.5 /
+    std(1, 0) = +-0.7071, loss (1/8) sum_b -A_b mean_t ratio_bt; the engine's log-probs are the model's
+    + 0.05, so the logged |raw - engine| is 0.05 and, with the ratio against the engine's
+    (`async_generation`), ratio = e^-0.05 and approx_kl = k3 = e^-0.05 - 1 + 0.05 on every token."""
+    learner = Learner(model_path, algo_cfg("algo.samples_per_prompt=2", "algo.share_prompt=false",
+                                           "algo.max_grad_norm=1e9", f"algo.async_generation={behaviour}"))
+    model = copy.deepcopy(learner.policy)
+    rs, lps, ents = [], [], []
+    for r in rollouts(model.config.vocab_size):
+        ids = torch.tensor([r.prompt_ids + r.completion_ids])
+        lsm = model(input_ids=ids).logits[0, len(r.prompt_ids) - 1 : -1].log_softmax(-1)
+        lp = lsm.gather(-1, torch.tensor(r.completion_ids)[:, None])[:, 0]
+        lps.append(lp)
+        ents.append(-(lsm.exp() * lsm).sum(-1).detach())
+        rs.append(Rollout(r.prompt_index, r.prompt_ids, r.completion_ids, "", (lp.detach() + 0.05).tolist(), "length"))
+    adv = [0, 0, 0.5 / 0.5 ** 0.5, -0.5 / 0.5 ** 0.5, 0, 0, -0.5 / 0.5 ** 0.5, 0.5 / 0.5 ** 0.5]
+    old = [lp.detach() + (0.05 if behaviour else 0.0) for lp in lps]
+    sum(-a * torch.exp(lp - o).mean() for a, lp, o in zip(adv, lps, old)).div(8).backward()
+    calls = []
+    learner.policy.register_forward_pre_hook(
+        lambda _, args, kw: calls.append((torch.is_grad_enabled(), kw["input_ids"].shape[0])), with_kwargs=True)
+    m = learner.update(rs, [1.0, 1.0, 1.0, 0.0, 0.5, 0.5, 0.0, 1.0])
+    assert calls == [(False, 4), (True, 4)]
+    grads = {k: p.grad for k, p in learner.policy.named_parameters()}
+    assert max((grads[k] - p.grad).abs().max().item() for k, p in model.named_parameters()) < 1e-6
+    assert max(p.grad.abs().max().item() for p in model.parameters()) > 1e-3  # there is a gradient to compare
+    assert m["policy/entropy"] == pytest.approx(torch.cat(ents).mean().item(), rel=1e-5)
+    assert m["sync/logprob_diff"] == pytest.approx(0.05, rel=1e-4)
+    kl = math.exp(-0.05) - 1 + 0.05 if behaviour else 0.0
+    assert m["policy/approx_kl"] == pytest.approx(kl, rel=1e-3, abs=1e-7) and m["policy/clipfrac"] == 0
 
 
 def test_micro_batches_by_padded_tokens():

@@ -11,6 +11,9 @@ What the learner computes per step is only what the config needs (as TRL and ver
   kl/k1 and kl/k3 are logged every step; otherwise the KL is measured at evaluation (eval/kl).
 - a prompt and its samples as one packed row of a pass (`algo.share_prompt`, `_logits`): the prompt
   once, each completion after it under a mask, no padding inside the group, where that costs less.
+- rows whose loss has no gradient (advantage 0 with no KL or entropy term in the loss: a GRPO or RLOO
+  group of equal rewards, half the groups or more under a 0/1 verifier) run forward only, for what is
+  logged of them; the gradient is the same.
 
 With `algo.async_generation` a step's rollouts were sampled by the weights before the previous
 update (one step off-policy): the clipped ratio is then pi_learner / pi_engine, the engine's own
@@ -352,20 +355,21 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
             # gave the old log-probs did (the same float rounding: the first ratio is 1 to the bit)
             mb = mb.sort().values
             m = loss_mask[mb]
+            live = _live(mb, loss_mask, adv, bool(beta or cfg.entropy_coef))
+            # rows without gradient (nothing in the loss, or advantage 0 with no KL or entropy term: a GRPO
+            # group of equal rewards) run without autograd, only for what is logged of them
+            kl_sum = _quiet_pass(learner, b, mb[~live], loss_mask)
             if m.sum() == 0:
-                if b.fused:
-                    _fill(learner, b, mb)
                 continue
             # the minibatch's loss is a sum of micro-batch terms, each its numerator over the whole
             # minibatch's denominator, so the accumulated gradient is exactly the minibatch's
             denominator = L.aggregate_denominator(m, cfg.loss_agg, cfg.max_tokens)
             opt.zero_grad(set_to_none=True)
-            loss = kl_sum = clipped_sum = 0.0
-            for mu in micro_batches(mb, b.attn, micro, tokens, share):
-                if loss_mask[mu].sum() == 0:
-                    if b.fused:
-                        _fill(learner, b, mu)
-                    continue  # nothing in it counts: no gradient, no statistics
+            if not live.any():  # a zero gradient, as if computed: the optimizer's step still runs
+                for p in policy.parameters():
+                    p.grad = torch.zeros_like(p) if p.requires_grad else None
+            loss = clipped_sum = 0.0
+            for mu in micro_batches(mb[live], b.attn, micro, tokens, share):
                 t = _width(b.attn[mu]) - 1
                 cols = slice(first_completion(b.mask[mu]), t)  # the positions whose logits can meet the loss
                 mu_mask = loss_mask[mu, cols].to(dev)
@@ -413,11 +417,31 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
     return out | {"policy/updates": float(len(stats["loss"])), "policy/early_stopped": float(stopped)}
 
 
-def _fill(learner, b: Batch, idx: torch.Tensor) -> None:
-    """raw, old, entropy of sequences the fused update pass does not run (nothing of theirs in the loss)."""
+def _live(mb: torch.Tensor, loss_mask: torch.Tensor, adv: torch.Tensor, other_terms: bool) -> torch.Tensor:
+    """(len(mb),) bool: the rows of minibatch `mb` whose loss can have a gradient: something of theirs in
+    the loss, and a non-zero advantage there unless a KL or entropy term is in the loss too (PPO-clip's
+    loss and its gradient are 0 where A = 0, whatever the ratio)."""
+    m = loss_mask[mb] > 0
+    if other_terms:
+        return m.any(1)
+    a = adv[mb][:, None].expand_as(m) if adv.dim() == 1 else adv[mb]
+    return (m & (a != 0)).any(1)
+
+
+def _quiet_pass(learner, b: Batch, idx: torch.Tensor, loss_mask: torch.Tensor) -> float:
+    """The rows `idx` that the update's backward leaves out, forward only: their raw, old and entropy
+    when the update's forward was to fill them (fused), and the k3 sum of old vs now over their loss
+    tokens, returned (the update's approx_kl and `target_kl` count every loss token). Their clipped
+    count is 0 (A = 0)."""
+    m = loss_mask[idx]
+    if not len(idx) or not (b.fused or m.any()):
+        return 0.0
     cfg = learner.cfg
-    old, raw, entropy = _forward(learner.policy, b.ids[idx], b.attn[idx], b.mask[idx], cfg.temperature, *pass_args(cfg))
-    b.old[idx], b.raw[idx], b.entropy[idx] = old, raw, entropy
+    now, raw, entropy = _forward(learner.policy, b.ids[idx], b.attn[idx], b.mask[idx], cfg.temperature, *pass_args(cfg))
+    if b.fused:
+        b.old[idx], b.raw[idx], b.entropy[idx] = now, raw, entropy
+    old = (b.engine_lp if b.behaviour else b.old)[idx]
+    return (L.kl_estimate(old, now, "k3") * m).sum().item()
 
 
 def metrics(b: Batch, adv: torch.Tensor) -> dict:
