@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import time
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -68,8 +69,11 @@ class Learner(Reusable):
 
     def update(self, rollouts, rewards: list[float]) -> dict:
         self.moved = True
+        t = time.perf_counter()
         with self.autocast():
             m = self.algo.update(self, rollouts, rewards)
+        # inside the actor: the driver's perf/learn_s less this is the call's own cost (transfer, queue)
+        m["perf/update_s"] = time.perf_counter() - t
         m["kl/coef"] = self.kl_coef  # the beta this step used
         if self.cfg.kl.controller == "adaptive":  # measured KL: summed k1 per sequence, batch mean
             self.kl_coef = L.adaptive_kl_coef(self.kl_coef, m["kl/k1"], self.cfg.kl.target, self.cfg.kl.horizon,

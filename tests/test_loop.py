@@ -51,8 +51,10 @@ def test_grpo_runs_with_every_reward_source(reward, tmp_path):
     assert "kl/k1" not in tb and "kl/k3" not in tb  # beta 0: no reference pass in the step (eval/kl measures it)
     for tag in ("reward/proxy", "reward/gold", "eval/kl", "policy/clipfrac", "policy/entropy",
                 "response/length", "sync/logprob_diff", "perf/step_s", "perf/tokens_per_s", "perf/gen_s",
-                "perf/learn_s", "perf/sync_s", "eval/reward_gold"):
+                "perf/learn_s", "perf/update_s", "perf/sync_s", "eval/reward_gold"):
         assert tag in tb, tag
+    # the update inside the learner is part of the driver's wait for it
+    assert all(0 < u <= t for u, t in zip(tb["perf/update_s"], tb["perf/learn_s"]))
     assert len(tb["reward/proxy"]) == 2 and len(tb["eval/reward_gold"]) == 3  # before, after step 1, after step 2
     assert max(tb["sync/logprob_diff"]) < 1e-4  # float32 engine: the synced weights are the learner's
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -98,7 +98,8 @@ def test_rows_without_gradient_run_forward_only(model_path, behaviour):
     of every row equal a hand computation over all 8 from plain per-sequence forwards: advantages +-0.5 /
     std(1, 0) = +-0.7071, loss (1/8) sum_b -A_b mean_t ratio_bt; the engine's log-probs are the model's
     + 0.05, so the logged |raw - engine| is 0.05 and, with the ratio against the engine's
-    (`async_generation`), ratio = e^-0.05 and approx_kl = k3 = e^-0.05 - 1 + 0.05 on every token."""
+    (`async_generation`), ratio = e^-0.05 and approx_kl = k3 = e^-0.05 - 1 + 0.05 on every token. A step
+    whose rewards are all equal runs forward only and steps on a zero gradient."""
     learner = Learner(model_path, algo_cfg("algo.samples_per_prompt=2", "algo.share_prompt=false",
                                            "algo.max_grad_norm=1e9", f"algo.async_generation={behaviour}"))
     model = copy.deepcopy(learner.policy)
@@ -125,6 +126,8 @@ def test_rows_without_gradient_run_forward_only(model_path, behaviour):
     assert m["sync/logprob_diff"] == pytest.approx(0.05, rel=1e-4)
     kl = math.exp(-0.05) - 1 + 0.05 if behaviour else 0.0
     assert m["policy/approx_kl"] == pytest.approx(kl, rel=1e-3, abs=1e-7) and m["policy/clipfrac"] == 0
+    m = learner.update(rs, [1.0] * 8)  # no row with a gradient: the step runs on a zero gradient
+    assert m["policy/updates"] == 1 and m["policy/grad_norm"] == 0 and calls[2:] == [(False, 8)]
 
 
 def test_micro_batches_by_padded_tokens():

@@ -365,11 +365,12 @@ def policy_update(learner, b: Batch, adv: torch.Tensor, loss_mask: torch.Tensor)
             # minibatch's denominator, so the accumulated gradient is exactly the minibatch's
             denominator = L.aggregate_denominator(m, cfg.loss_agg, cfg.max_tokens)
             opt.zero_grad(set_to_none=True)
-            if not live.any():  # a zero gradient, as if computed: the optimizer's step still runs
+            passes = micro_batches(mb[live], b.attn, micro, tokens, share) if live.any() else []
+            if not passes:  # a zero gradient, as if computed: the optimizer's step still runs
                 for p in policy.parameters():
                     p.grad = torch.zeros_like(p) if p.requires_grad else None
             loss = clipped_sum = 0.0
-            for mu in micro_batches(mb[live], b.attn, micro, tokens, share):
+            for mu in passes:
                 t = _width(b.attn[mu]) - 1
                 cols = slice(first_completion(b.mask[mu]), t)  # the positions whose logits can meet the loss
                 mu_mask = loss_mask[mu, cols].to(dev)
