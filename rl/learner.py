@@ -109,27 +109,30 @@ class Learner(Reusable):
         self.sync_file = shm_weights.Writer()
 
     @torch.no_grad()
-    def engine_gap(self, rollouts) -> dict:
-        """Mean and max |learner - engine| log-prob over the rollouts' tokens (temperature 1): the sync
-        check where the step's own batch cannot give it (asynchronous generation)."""
-        from policies.logprobs import check_logprobs
-
-        return check_logprobs(self.policy, rollouts)
-
-    @torch.no_grad()
-    def kl_to_ref(self, rollouts, temperature: float = 1.0) -> list[float]:
-        """Per-sequence summed k1 = log pi - log ref on the rollouts' completion tokens (nats), both
-        at the temperature the rollouts were sampled at (greedy rollouts, temperature 0: at 1)."""
-        if not self.moved:  # the reference's own weights: 0 exactly, without two passes (at 135M, minutes an evaluation)
-            return [0.0] * len(rollouts)
-        temperature = temperature if temperature > 0 else 1.0
+    def evaluate(self, rollouts, temperature: float = 1.0, engine_gap: bool = False) -> dict:
+        """What an evaluation asks of the learner about its rollouts. "kl": per sequence, the summed k1 =
+        log pi - log ref on the completion tokens (nats), both at the temperature the rollouts were sampled
+        at (greedy rollouts, temperature 0: at 1). With `engine_gap`, "gap": mean and max |learner - engine|
+        log-prob at temperature 1 over the tokens, the sync check where the step's own batch cannot give
+        it (asynchronous generation), from the same policy pass when that pass is float32."""
         ids, attn, mask = pad_rollouts(rollouts)
         # chunked log-probs, `algo.micro_batch` sequences (16 when unset: an eval set) per pass
         micro, *rest = common.pass_args(self.cfg)
-        with self.autocast():
-            pol = common._forward(self.policy, ids, attn, mask, temperature, micro or 16, *rest)[0]
-            ref = common._forward(self.ref, ids, attn, mask, temperature, micro or 16, *rest)[0]
-        return ((pol - ref) * mask).sum(1).tolist()
+        t = temperature if temperature > 0 else 1.0
+        out, raw = {"kl": [0.0] * len(rollouts)}, None
+        if self.moved:  # else the reference's own weights: 0 exactly, without two passes (at 135M, minutes)
+            with self.autocast():
+                pol, raw, _ = common._forward(self.policy, ids, attn, mask, t, micro or 16, *rest)
+                ref = common._forward(self.ref, ids, attn, mask, t, micro or 16, *rest)[0]
+            out["kl"] = ((pol - ref) * mask).sum(1).tolist()
+        if engine_gap:
+            if raw is None or self.precision != "fp32":
+                raw = common._forward(self.policy, ids, attn, mask, 1.0, micro or 16, *rest)[1]
+            diffs = (raw - common.engine_logprobs(rollouts, mask)).abs()[mask]
+            if not diffs.numel():
+                raise ValueError("the evaluation's rollouts have no completion tokens")
+            out["gap"] = {"mean": diffs.mean().item(), "max": diffs.max().item(), "tokens": diffs.numel()}
+        return out
 
     def save_checkpoint(self, path: str) -> None:
         """Policy in HF format with its tokenizer (safetensors; with LoRA the PEFT adapter), critic weights, optimizer(s),

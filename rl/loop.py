@@ -276,12 +276,14 @@ def _evaluate(ctx, learner, items, timeout, run_dir, step) -> dict:
                                            seed=cfg.seed + 1_000_003))  # same draws at every evaluation
     texts = [r.text for r in rs]
     proxy, gold = score(items, texts)
-    kl = call(learner.kl_to_ref.remote(rs, cfg.eval.temperature), "learner", timeout)
+    # the steps' own batches are one update stale with asynchronous generation: the sync is checked here
+    ev = call(learner.evaluate.remote(rs, cfg.eval.temperature, bool(cfg.algo.get("async_generation"))), "learner", timeout)
+    kl = ev["kl"]
     _write_samples(run_dir, step, items, texts, proxy, gold, kl)
     out = {"eval/reward_proxy": _mean(proxy), "eval/reward_gold": _mean(gold), "eval/kl": _mean(kl),
            "eval/response_length": _mean([len(r.completion_ids) for r in rs])}
-    if cfg.algo.get("async_generation"):  # the steps' own batches are one update stale: check the sync here
-        d = call(learner.engine_gap.remote(rs), "learner", timeout)
+    if "gap" in ev:
+        d = ev["gap"]
         check_gap(d["mean"], d["max"], d["tokens"], cfg.engine.sync_tolerance, f"on the evaluation after step {step}")
         out["eval/sync_logprob_diff"] = d["mean"]
     kinds = sorted({it.kind for it, g in zip(items, gold) if g == g})  # a kind the gold scores none of (NaN) is left out

@@ -207,19 +207,26 @@ def test_shared_prompt_forward_equals_one_forward_per_sequence(model_path, packi
 
 def test_device_cpu_and_unknown_device(model_path):
     """device=cpu: models, weights out and metrics on the CPU; the KL to the reference after a step
-    is the per-sequence one of an independent computation; an unknown device names algo.device."""
+    is the per-sequence one of an independent computation, and so is the engine gap an evaluation asks
+    for beside it; an unknown device names algo.device."""
     learner = Learner(model_path, algo_cfg("algo.samples_per_prompt=2", "algo.micro_batch=3"))
     assert learner.device == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in learner.ref.parameters())
     rs = rollouts(learner.policy.config.vocab_size)
-    assert learner.kl_to_ref(rs) == [0.0] * len(rs)  # before any update the policy is the reference
+    assert learner.evaluate(rs)["kl"] == [0.0] * len(rs)  # before any update the policy is the reference
     m = learner.update(rs, [1.0, 0.0] * 4)
     assert all(type(v) in (float, int) for v in m.values())  # plain numbers, no tensors
     assert all(v.device.type == "cpu" for v in learner.state_dict().values())
     expected = [(p - r).sum().item() for p, r in zip(completion_logprobs(learner.policy, rs),
                                                      completion_logprobs(learner.ref, rs))]
-    assert learner.kl_to_ref(rs) == pytest.approx(expected, abs=1e-5)
+    assert learner.evaluate(rs)["kl"] == pytest.approx(expected, abs=1e-5)
     assert any(abs(k) > 1e-6 for k in expected)  # the step moved the policy
+    # the sync check beside it, from the same pass: |policy log p - the engine's (-1 on every token)|
+    diffs = torch.cat([(lp + 1).abs() for lp in completion_logprobs(learner.policy, rs)])
+    ev = learner.evaluate(rs, engine_gap=True)
+    assert ev["kl"] == pytest.approx(expected, abs=1e-5)
+    assert ev["gap"] == pytest.approx({"mean": diffs.mean().item(), "max": diffs.max().item(), "tokens": len(diffs)},
+                                      rel=1e-5)
     with pytest.raises(ValueError, match="algo.device"):
         Learner(model_path, algo_cfg("algo.device=tpu"))
     if not torch.cuda.is_available():

@@ -284,9 +284,7 @@ def _forward(model, ids, attn, mask, temperature: float, micro: int | None = Non
 
 def prepare(learner, rollouts, rewards: list[float]) -> Batch:
     ids, attn, mask = pad_rollouts(rollouts)
-    engine = torch.zeros(mask.shape)
-    for b, r in enumerate(rollouts):
-        engine[b][mask[b]] = torch.tensor(r.logprobs, dtype=torch.float32)
+    engine = engine_logprobs(rollouts, mask)
     cfg = learner.cfg
     fused = single_pass(learner, len(rollouts))
     if fused:
@@ -297,6 +295,14 @@ def prepare(learner, rollouts, rewards: list[float]) -> Batch:
     kl = L.kl_estimate(old, ref, cfg.kl.estimator) * mask if ref is not None and not fused else torch.zeros(mask.shape)
     return Batch(ids, attn, mask, engine, raw, old, ref, entropy, kl, torch.tensor(rewards, dtype=torch.float32),
                  *prompt_groups(ids, attn, mask), fused, bool(cfg.get("async_generation")))
+
+
+def engine_logprobs(rollouts, mask: torch.Tensor) -> torch.Tensor:
+    """The engine's log-probs of the sampled tokens laid out as the completion mask (`pad_rollouts`), 0 off it."""
+    engine = torch.zeros(mask.shape)
+    for b, r in enumerate(rollouts):
+        engine[b][mask[b]] = torch.tensor(r.logprobs, dtype=torch.float32)
+    return engine
 
 
 def needs_ref(learner) -> bool:
