@@ -163,6 +163,9 @@ PACKINGS = {
     # packs of 30, 12, 10 and 8 tokens: the three short ones share the second row (12 + 10 + 8 = 30), not
     # 4 rows of 30 (a row of 60 holding all four costs more attention: 60 x 1.08 > 2 x 30 x 1.04)
     "short packs share a row": ([(20, [4, 4, 2]), (6, [3, 3]), (5, [0, 2, 3]), (4, [1, 3])], (2, 30)),
+    # a pack of 40 and five of 10: rows of 50 (1.25x the longest) hold them in two (40 + 10, 4 x 10), not three
+    # rows of 40 (40, 4 x 10, 10): 100 slots x 1.07 against 120 x 1.05
+    "rows longer than the longest pack": ([(20, [4] * 5)] + [(6, [2, 2])] * 5, (2, 50)),
 }
 
 

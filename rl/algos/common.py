@@ -196,10 +196,10 @@ def _bins(sizes: list[int], capacity: int) -> list[list[int]]:
 
 
 def _packing(sizes: list[int], hidden: int) -> tuple[int, list[list[int]]]:
-    """The packed rows' length and which packs each holds: of lengths 1-3x the longest pack, the one whose
-    rows cost least (`_pass_cost`). Short packs share a row instead of each being padded to the
-    longest; a longer row costs more attention, which the cost weighs."""
-    options = [(c, _bins(sizes, c)) for c in (max(sizes) * k for k in (1, 2, 3))]
+    """The packed rows' length and which packs each holds: of lengths 1-3x the longest pack (in steps of a
+    quarter to 2x, then 2.5x, 3x), the one whose rows cost least (`_pass_cost`). Short packs share a row
+    instead of each being padded to the longest; a longer row costs more attention, which the cost weighs."""
+    options = [(c, _bins(sizes, c)) for c in sorted({int(max(sizes) * k) for k in (1, 1.25, 1.5, 1.75, 2, 2.5, 3)})]
     return min(options, key=lambda o: _pass_cost(len(o[1]), o[0], hidden))
 
 
