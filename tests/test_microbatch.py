@@ -130,6 +130,22 @@ def test_rows_without_gradient_run_forward_only(model_path, behaviour):
     assert m["policy/updates"] == 1 and m["policy/grad_norm"] == 0 and calls[2:] == [(False, 8)]
 
 
+def test_padded_batch_and_engine_logprobs_by_hand():
+    """Prompt 5 6 + completion 7, prompt 5 + 8 9 10, prompt 4 4 4 with no completion: right-padded ids, the
+    attention mask, the completion mask (column t: token t + 1 is a completion token) and the engine's
+    log-probs laid out on it; log-probs that do not match the tokens name the rollout."""
+    rs = [Rollout(0, [5, 6], [7], "", [-0.1], "stop"), Rollout(1, [5], [8, 9, 10], "", [-0.2, -0.3, -0.4], "length"),
+          Rollout(2, [4, 4, 4], [], "", [], "length")]
+    ids, attn, mask = pad_rollouts(rs)
+    assert ids.tolist() == [[5, 6, 7, 0], [5, 8, 9, 10], [4, 4, 4, 0]]
+    assert attn.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 0]]
+    assert mask.tolist() == [[False, True, False], [True, True, True], [False, False, False]]
+    assert torch.equal(common.engine_logprobs(rs, mask), torch.tensor([[0, -0.1, 0], [-0.2, -0.3, -0.4], [0, 0, 0]]))
+    rs[1] = Rollout(1, [5], [8, 9, 10], "", [-0.2, -0.3], "length")
+    with pytest.raises(ValueError, match="rollout 1: 2 log-probs for 3 completion tokens"):
+        common.engine_logprobs(rs, mask)
+
+
 def test_micro_batches_by_padded_tokens():
     """Lengths 5 9 3 9 4 7 (sequences 10..15): longest first, a pass holds sequences while their count
     x the pass's longest fits the budget; a sequence longer than the budget is a pass of its own."""

@@ -145,7 +145,7 @@ def prompt_groups(ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor) -> 
     has = mask.any(1)
     plen = torch.where(has, mask.int().argmax(1) + 1, attn.sum(1))
     seen: dict[tuple, int] = {}
-    group = [seen.setdefault(tuple(ids[b, : plen[b]].tolist()), len(seen)) for b in range(len(ids))]
+    group = [seen.setdefault(tuple(row[:n]), len(seen)) for row, n in zip(ids.tolist(), plen.tolist())]
     return torch.tensor(group), plen
 
 
@@ -226,28 +226,41 @@ def _logits(model, x: torch.Tensor, attn: torch.Tensor, plen: torch.Tensor, grou
     if _pass_cost(len(rows_of), R, cfg.hidden_size) >= _pass_cost(B, w, cfg.hidden_size):
         return logits_from(model, x, attn, first)
     G, dev = len(rows_of), x.device
-    ids, pos = torch.zeros(G, R, dtype=x.dtype), torch.zeros(G, R, dtype=torch.long)
-    pack = torch.full((G, R), -1)  # which pack a slot holds (-1: padding)
-    seg = torch.full((G, R), -2)  # -1: the prompt, b: row b's completion, -2: padding
+    # each filled slot of the (G, R) rows, flat: where it is, the row and column of x its token comes from (the
+    # column is also its position: the one it was sampled at), its pack, its segment (-1: the prompt, b: row b's
+    # completion); lists first and tensors once, as a step packs every batch
+    at_, from_b, from_c, of_pack, of_seg = [], [], [], [], []
     rows, cols, src = [], [], []  # logits[rows, cols] come from the packed hidden state at flat index src
-    xc = x.cpu()
     for g, held in enumerate(rows_of):
-        at = 0
+        at = g * R
         for i in held:
             members, p = packs[i], pl[packs[i][0]]
-            ids[g, at : at + p], pos[g, at : at + p], seg[g, at : at + p] = xc[members[0], :p], torch.arange(p), -1
-            last, start = g * R + at + p - 1, at  # the prompt's last slot predicts each completion's first token
+            at_ += range(at, at + p)
+            from_b += [members[0]] * p
+            from_c += range(p)
+            of_pack += [i] * p
+            of_seg += [-1] * p
+            last = at + p - 1  # the prompt's last slot predicts each completion's first token
             at += p
             for b in members:
                 n = lens[b] - pl[b]
-                ids[g, at : at + n], pos[g, at : at + n], seg[g, at : at + n] = xc[b, p : p + n], torch.arange(p, p + n), b
+                at_ += range(at, at + n)
+                from_b += [b] * n
+                from_c += range(p, p + n)
+                of_pack += [i] * n
+                of_seg += [b] * n
                 # completion token j of row b is predicted at column p - 1 + j: by the prompt's last position
                 # (j = 0, shared by the pack) or by the packed slot of token j - 1
                 rows += [b] * n
                 cols += range(p - 1 - first, p - 1 - first + n)
-                src += [last] + [g * R + at + j for j in range(n - 1)] if n else []
+                src += [last, *range(at, at + n - 1)] if n else []
                 at += n
-            pack[g, start:at] = i
+    at_, from_c = torch.tensor(at_), torch.tensor(from_c)
+    ids, pos = torch.zeros(G * R, dtype=x.dtype), torch.zeros(G * R, dtype=torch.long)
+    pack, seg = torch.full((G * R,), -1), torch.full((G * R,), -2)  # -1, -2: padding
+    ids[at_], pos[at_] = x.cpu()[torch.tensor(from_b), from_c], from_c
+    pack[at_], seg[at_] = torch.tensor(of_pack), torch.tensor(of_seg)
+    ids, pos, pack, seg = (t.view(G, R) for t in (ids, pos, pack, seg))
     same = (pack[:, :, None] == pack[:, None, :]) & (pack[:, :, None] >= 0)
     q, k = seg[:, :, None], seg[:, None, :]
     causal = pos[:, :, None] >= pos[:, None, :]
@@ -299,9 +312,12 @@ def prepare(learner, rollouts, rewards: list[float]) -> Batch:
 
 def engine_logprobs(rollouts, mask: torch.Tensor) -> torch.Tensor:
     """The engine's log-probs of the sampled tokens laid out as the completion mask (`pad_rollouts`), 0 off it."""
+    bad = next((b for b, r in enumerate(rollouts) if len(r.logprobs) != len(r.completion_ids)), None)
+    if bad is not None:
+        raise ValueError(f"rollout {bad}: {len(rollouts[bad].logprobs)} log-probs for {len(rollouts[bad].completion_ids)} "
+                         "completion tokens")
     engine = torch.zeros(mask.shape)
-    for b, r in enumerate(rollouts):
-        engine[b][mask[b]] = torch.tensor(r.logprobs, dtype=torch.float32)
+    engine[mask] = torch.tensor([x for r in rollouts for x in r.logprobs], dtype=torch.float32)  # row by row, as mask
     return engine
 
 
