@@ -61,9 +61,14 @@ def completion_logprobs(model, rollouts: list[Rollout], batch_size: int = 16) ->
 def check_logprobs(model, rollouts: list[Rollout]) -> dict[str, float]:
     """Mean and max |engine log p - model log p| over every completion token of `rollouts`."""
     ours = completion_logprobs(model, rollouts)
-    diffs = torch.cat([(o - torch.tensor(r.logprobs)).abs() for o, r in zip(ours, rollouts)])
+    return gap_stats(torch.cat([(o - torch.tensor(r.logprobs)).abs() for o, r in zip(ours, rollouts)]), "check_logprobs")
+
+
+def gap_stats(diffs: torch.Tensor, what: str) -> dict[str, float]:
+    """Mean and max of per-token |engine - model| log-prob gaps, and how many tokens (`what` names the caller
+    in the error when there are none)."""
     if diffs.numel() == 0:
-        raise ValueError("check_logprobs: the rollouts have no completion tokens")
+        raise ValueError(f"{what}: the rollouts have no completion tokens")
     return {"mean": diffs.mean().item(), "max": diffs.max().item(), "tokens": diffs.numel()}
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from policies import shm_weights
-from policies.logprobs import pad_rollouts
+from policies.logprobs import gap_stats, pad_rollouts
 from rl import losses as L
 from rl.algos import common, get_algo
 from rl.warm import Reusable
@@ -128,10 +128,7 @@ class Learner(Reusable):
         if engine_gap:
             if raw is None or self.precision != "fp32":
                 raw = common._forward(self.policy, ids, attn, mask, 1.0, micro or 16, *rest)[1]
-            diffs = (raw - common.engine_logprobs(rollouts, mask)).abs()[mask]
-            if not diffs.numel():
-                raise ValueError("the evaluation's rollouts have no completion tokens")
-            out["gap"] = {"mean": diffs.mean().item(), "max": diffs.max().item(), "tokens": diffs.numel()}
+            out["gap"] = gap_stats((raw - common.engine_logprobs(rollouts, mask)).abs()[mask], "evaluation")
         return out
 
     def save_checkpoint(self, path: str) -> None:
