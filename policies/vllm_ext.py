@@ -24,7 +24,7 @@ class WeightSync:
         # With tied embeddings the CPU lm_head GEMM uses a copy packed at load time, which reload_weights
         # leaves as it was (the checkpoint has no lm_head): re-pack it from the embedding, which the reload
         # has updated in place (the head's weight is the embedding's tensor). The embedding itself is not
-        # copied or re-packed again: at SmolLM2-135M that was 0.08 s of a 0.45 s sync (BENCHMARKS.md).
+        # copied or re-packed again: at SmolLM2-135M that was 0.04 s of a 0.45 s reload (BENCHMARKS.md).
         model = self.model_runner.get_model()
         if "model.embed_tokens.weight" not in tensors or not getattr(model.config, "tie_word_embeddings", False):
             return
