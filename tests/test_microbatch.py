@@ -253,6 +253,47 @@ def test_device_cpu_and_unknown_device(model_path):
             Learner(model_path, algo_cfg("algo.device=cuda"))
 
 
+@pytest.mark.parametrize("passes, shapes", [
+    ("algo.micro_batch=3", [(3, 10), (3, 6), (2, 6)]),
+    ("algo.micro_tokens=20", [(2, 10), (2, 10), (3, 6), (1, 3)]),
+])
+def test_ppo_critic_runs_in_the_policy_passes(model_path, passes, shapes):
+    """PPO's critic is a model of the policy's size: it runs in the passes `algo.micro_batch` /
+    `micro_tokens` give the policy, each cut to its longest sequence. The 8 rollouts are 3, 6, 10, 6, 10,
+    6, 10, 6 tokens long: 3 rows a pass, longest first, or at most 20 padded tokens a pass (the shapes by
+    hand). The old values are those of one pass over the whole padded batch, and the accumulated value
+    gradient of the minibatch is that of the loss by hand over the whole batch in one pass:
+    value_coef x the mean over completion tokens of 0.5 max((V - R)^2, (V_old + clip(V - V_old, -0.2, 0.2) - R)^2)."""
+    from rl.algos import ppo
+
+    learner = Learner(model_path, algo_cfg("algo=ppo", "algo.epochs=1", "algo.minibatch=8", "algo.critic.lr=0",
+                                           "algo.max_grad_norm=1e9", passes), critic_path=model_path)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a head of zeros would leave the body without gradient
+        learner.critic.head.weight.copy_(torch.randn(learner.critic.head.weight.shape, generator=g))
+    whole = copy.deepcopy(learner.critic)
+    rs = rollouts(learner.policy.config.vocab_size)
+    seen = []
+    learner.critic.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    b = common.prepare(learner, rs, [1.0, 0.0] * 4)
+    mask = b.mask.float()
+    values = whole(b.ids, b.attn)  # (8, T - 1), one pass
+    m = learner.update(rs, [1.0, 0.0] * 4)
+    assert seen == shapes * 2  # the old values' passes, then the minibatch's
+    assert m["value/mean"] == pytest.approx(((values * mask).sum() / mask.sum()).item(), abs=1e-5)
+
+    old = (values.detach() + 0.3 * torch.randn(values.shape, generator=g)) * mask
+    returns = torch.randn(values.shape, generator=g) * mask
+    ppo.value_update(learner, b, old, returns)
+    v_clip = old + (values - old).clamp(-0.2, 0.2)
+    per_token = 0.5 * torch.maximum((values - returns) ** 2, (v_clip - returns) ** 2)
+    assert ((v_clip - returns) ** 2 > (values - returns) ** 2)[b.mask].any()  # some tokens take the clipped term
+    (learner.cfg.critic.value_coef * (per_token * mask).sum() / mask.sum()).backward()
+    for (name, p), q in zip(learner.critic.named_parameters(), whole.parameters()):
+        assert q.grad.abs().max() > 0, name
+        assert (p.grad - q.grad).abs().max() <= 1e-5 * q.grad.abs().max(), name  # float32 sums in other orders
+
+
 def test_ppo_critic_follows_the_device(model_path):
     """PPO's critic sits on the learner's device; its update runs on CPU batches moved there."""
     learner = Learner(model_path, algo_cfg("algo=ppo", "algo.device=cpu", "algo.micro_batch=3"), critic_path=model_path)

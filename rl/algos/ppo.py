@@ -83,12 +83,14 @@ def _vocab(path: str):
 
 
 def update(learner, rollouts, rewards: list[float]) -> dict:
-    cfg, critic = learner.cfg, learner.critic
+    cfg = learner.cfg
     b = common.prepare(learner, rollouts, rewards)
     mask = b.mask.float()
-    dev = learner.device  # the critic's; the batch stays on the CPU
     with torch.no_grad():
-        old_values = critic(b.ids.to(dev), b.attn.to(dev)).cpu() * mask
+        old_values = torch.zeros(mask.shape)
+        for idx, w, values in _values(learner, b, torch.arange(len(b.ids))):
+            old_values[idx, : w - 1] = values.cpu()
+        old_values *= mask
     r = L.token_rewards(b.scores, b.mask, b.kl, common.reward_beta(learner))
     adv, returns = L.gae(r, old_values, b.mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
@@ -100,20 +102,37 @@ def update(learner, rollouts, rewards: list[float]) -> dict:
                "value/returns_mean": L.masked_mean(returns, b.mask).item()})
 
 
+def _values(learner, b: common.Batch, rows: torch.Tensor):
+    """The critic's values of `rows` in the policy's passes (`algo.micro_batch` / `micro_tokens`: the
+    critic is a model of the policy's size, so the same memory bound holds), each pass cut to its
+    longest sequence: (the pass's rows, its width w, values (rows, w - 1) on the learner's device)."""
+    micro, _, tokens, _ = common.pass_args(learner.cfg)
+    for idx in common.micro_batches(rows, b.attn, micro, tokens):
+        w = common._width(b.attn[idx])
+        yield idx, w, learner.critic(b.ids[idx, :w].to(learner.device), b.attn[idx, :w].to(learner.device))
+
+
 def value_update(learner, b: common.Batch, old_values: torch.Tensor, returns: torch.Tensor) -> dict:
-    """The critic's epochs x minibatches on the clipped value loss (coefficient `critic.value_coef`)."""
+    """The critic's epochs x minibatches on the clipped value loss (coefficient `critic.value_coef`), a
+    minibatch's gradient accumulated over its passes (each pass's masked sum over the minibatch's tokens)."""
     cfg, critic, opt, dev = learner.cfg, learner.critic, learner.critic_optimizer, learner.device
     losses, clipfracs = [], []
     for _ in range(cfg.epochs):
         for mb in torch.randperm(len(b.ids)).split(cfg.minibatch):
-            values = critic(b.ids[mb].to(dev), b.attn[mb].to(dev))
-            per_token, clipped = L.clipped_value_loss(values, old_values[mb].to(dev), returns[mb].to(dev),
-                                                      cfg.critic.value_clip)
-            loss = cfg.critic.value_coef * L.masked_mean(per_token, b.mask[mb].to(dev))
+            tokens = b.mask[mb].sum().clamp_min(1).item()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = clipped_sum = 0.0
+            for idx, w, values in _values(learner, b, mb):
+                cols = slice(0, w - 1)
+                m = b.mask[idx, cols].to(dev)
+                per_token, clipped = L.clipped_value_loss(values, old_values[idx, cols].to(dev), returns[idx, cols].to(dev),
+                                                          cfg.critic.value_clip)
+                part = cfg.critic.value_coef * (per_token * m).sum() / tokens
+                part.backward()
+                loss += part.item()
+                clipped_sum += (clipped * m).sum().item()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
             opt.step()
-            losses.append(loss.item())
-            clipfracs.append(L.masked_mean(clipped, b.mask[mb].to(dev)).item())
+            losses.append(loss)
+            clipfracs.append(clipped_sum / tokens)
     return {"value/loss": common.mean(losses), "value/clipfrac": common.mean(clipfracs)}
