@@ -388,7 +388,7 @@ def bench_variants(what: str, repeats: int, size: str, steps: int, out_dir: str,
         row["sync_share"] = row["sync_s"] / row["step_s"]
         row["gold_gain"] = statistics.median(r["gold_final"] - r["gold_initial"] for r in runs[n])
         row["gold_gain_per_min"] = row["gold_gain"] / (row["wall_s"] / 60)
-    return {"work": VARIANT_WORK[size], "variants": res, "runs": runs,
+    return {"work": [*VARIANT_WORK[size], *overrides], "variants": res, "runs": runs,
             "ratio": res[names[-1]]["step_s"] / res[names[0]]["step_s"]}
 
 
