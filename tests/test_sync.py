@@ -20,6 +20,7 @@ def engine(request, echo_model):
     e.name = request.param
     if name == "vllm":
         assert e.in_place == (gemm != "onednn")
+        e.expected_load = "in_place" if e.in_place else "repack"  # see test_sync_changes_outputs_and_passes_check
     yield e
     e.close()
 
@@ -41,6 +42,8 @@ def test_sync_changes_outputs_and_passes_check(engine, echo_model):
     after = engine.generate(PROBES, GREEDY)
     assert [r.completion_ids for r in after] != before
     assert report.logprob_diff_mean < 1e-5 and report.logprob_diff_max < 1e-4  # float32: same numbers
+    if hasattr(engine, "expected_load"):  # oneDNN's packed layers re-packed from the file, not vLLM's whole reload
+        assert engine.loaded_by == [engine.expected_load]
     # The greedy continuations are the policy's own argmax tokens.
     assert check_logprobs(policy, after)["max"] < 1e-4
 
