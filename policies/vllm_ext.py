@@ -91,6 +91,10 @@ class WeightSync:
                 weight = src[0] if len(src) == 1 else torch.cat(src)
                 layer.weight = torch.nn.Parameter(weight.to(layer.weight.dtype), requires_grad=False)
                 method.process_weights_after_loading(layer)
+                if layer.weight.numel() and layer.weight.data_ptr() == src[0].data_ptr():
+                    # kept unpacked (vLLM's fallback to torch's matmul): a view of the file the learner
+                    # rewrites in place would change the served weights before the next sync
+                    layer.weight = torch.nn.Parameter(layer.weight.clone(), requires_grad=False)
             for layer, method in repack:
                 method.process_weights_after_loading(layer)
         return True

@@ -93,6 +93,31 @@ def test_a_file_rewritten_in_place_serves_each_sync(engine, echo_model, tmp_path
     assert on_disk.keys() == state.keys() and all(torch.equal(on_disk[k], state[k]) for k in state)
 
 
+def test_a_layer_left_unpacked_is_not_a_view_of_the_sync_file(engine, echo_model, tmp_path, monkeypatch):
+    """Where vLLM cannot pack a layer for oneDNN it computes with the weight as loaded: that must be a copy,
+    not a view of the file, which the learner rewrites in place before the next sync (with asynchronous
+    generation, while the engine generates)."""
+    if engine.name != "vllm-onednn":
+        pytest.skip("oneDNN's packed layers only")
+    from vllm import _custom_ops
+
+    from policies.shm_weights import Writer
+
+    def no_onednn(*args, **kwargs):
+        raise RuntimeError("no oneDNN here")
+
+    path, writer = str(tmp_path / "sync.safetensors"), Writer()
+    a, b = (perturbed(echo_model, 0.2, seed=seed) for seed in (11, 12))
+    with monkeypatch.context() as m:
+        m.setattr(_custom_ops, "create_onednn_mm", no_onednn)
+        writer.write(path, {k: v for k, v in a.state_dict().items() if k != "lm_head.weight"})
+        engine.load_weights(path)
+        writer.write(path, {k: v for k, v in b.state_dict().items() if k != "lm_head.weight"})  # no sync yet
+        assert check_logprobs(a, engine.generate(PROBES, Sampling(max_tokens=12, seed=0)))["max"] < 1e-4
+    engine.load_weights(path)  # packed again
+    assert check_logprobs(b, engine.generate(PROBES, Sampling(max_tokens=12, seed=0)))["max"] < 1e-4
+
+
 def test_stale_sync_files_of_dead_processes_are_removed(tmp_path, monkeypatch):
     import os
     import subprocess
