@@ -19,8 +19,14 @@ class SyncReport:
 
 
 def check_gap(mean: float, max_: float, tokens: int, tolerance: float, where: str = "after weight sync") -> None:
-    """Raise WeightSyncError when the mean |engine - trainer| log-prob gap exceeds `tolerance`."""
-    if not mean <= tolerance:  # written so that NaN fails too
+    """Raise WeightSyncError when the mean |engine - trainer| log-prob gap exceeds `tolerance` or is NaN."""
+    if mean != mean:  # NaN log-probs on one side: a numerical fault, not a gap that stale weights would make
+        raise WeightSyncError(
+            f"engine and policy disagree {where}: the log-prob gap is NaN over {tokens} tokens, so the engine or the "
+            f"policy computed NaN log-probs. Not stale weights but a numerical fault: an overflow in a low precision "
+            f"(algo.precision, engine dtype), or a compiled vLLM engine (engine.enforce_eager=false) reusing kernels "
+            f"that its cache (VLLM_CACHE_ROOT) holds from another CPU.")
+    if not mean <= tolerance:
         raise WeightSyncError(
             f"engine and policy disagree {where}: mean |Δ log p| = {mean:.3g}, max = {max_:.3g} over {tokens} "
             f"tokens, tolerance (engine.sync_tolerance) = {tolerance:g}. Stale or skipped weights on the engine "

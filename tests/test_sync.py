@@ -148,6 +148,17 @@ def test_stale_tensor_is_detected(engine, echo_model):
         verify(policy, rollouts, tolerance=1e-3)
 
 
+def test_a_nan_gap_is_named_as_a_numerical_fault():
+    from policies.sync import check_gap
+
+    check_gap(1e-3, 0.5, 10, tolerance=1e-3)  # at the tolerance: passes
+    with pytest.raises(WeightSyncError, match=r"mean \|Δ log p\| = 0.002, .*Stale or skipped weights"):
+        check_gap(2e-3, 0.5, 10, tolerance=1e-3)
+    with pytest.raises(WeightSyncError, match=r"on step 3: the log-prob gap is NaN over 10 tokens.*numerical fault") as e:
+        check_gap(float("nan"), float("nan"), 10, tolerance=1e-3, where="on step 3")
+    assert "Stale" not in str(e.value)
+
+
 def test_skipped_tensor_is_refused(engine, echo_model):
     state = dict(perturbed(echo_model, 0.05, seed=4).state_dict())
     del state["model.layers.0.self_attn.q_proj.weight"]
