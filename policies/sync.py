@@ -25,7 +25,7 @@ def check_gap(mean: float, max_: float, tokens: int, tolerance: float, where: st
             f"engine and policy disagree {where}: the log-prob gap is NaN over {tokens} tokens, so the engine or the "
             f"policy computed NaN log-probs. Not stale weights but a numerical fault: an overflow in a low precision "
             f"(algo.precision, engine dtype), or a compiled vLLM engine (engine.enforce_eager=false) reusing kernels "
-            f"that its cache (VLLM_CACHE_ROOT) holds from another CPU.")
+            f"that torch's compile cache (TORCHINDUCTOR_CACHE_DIR) holds from another CPU or instruction set.")
     if not mean <= tolerance:
         raise WeightSyncError(
             f"engine and policy disagree {where}: mean |Δ log p| = {mean:.3g}, max = {max_:.3g} over {tokens} "
