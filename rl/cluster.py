@@ -14,7 +14,7 @@ def init_ray(cfg) -> None:
         return
     # Workers must import the project's packages however the driver was started.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))} | omp_env(cfg)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))} | omp_env(cfg) | malloc_env(cfg)
     if cfg.address:
         ray.init(address=cfg.address, runtime_env={"env_vars": env}, log_to_driver=cfg.log_to_driver)
     else:
@@ -69,3 +69,17 @@ def actor_threads(cluster, beside_engine: bool = False) -> int | None:
         return n
     cores = cluster.get("num_cpus") or os.cpu_count() or 1
     return max(1, cores // 2) if beside_engine else cores
+
+
+def malloc_env(cfg) -> dict:
+    """glibc's malloc keeping freed memory for the next allocation (`cluster.malloc_reuse`). By default a
+    block over its mapping threshold (128 KB, rising to at most 32 MB) is a mapping of its own, unmapped
+    when freed, so the large tensors of every step (an update's activations and logits) fault all their
+    pages in again, and a fault on a fresh page is dear on these virtual machines (a 64 MB tensor made
+    and filled: 24 ms with fresh 4-KB pages, 10 ms with huge pages; re-packing SmolLM2-135M's head for
+    the engine 0.17 s on fresh pages, 0.014 s on reused ones). Set, every block comes from the heap and
+    a free top goes back only past 2 GB (glibc ignored larger thresholds here), so a worker holds about
+    its peak memory until it exits; measured, the 135M learner's update 0.77-0.93x the time, the arith
+    world's 0.96x (BENCHMARKS.md). Read when a worker's C library starts, so set for the workers Ray
+    starts. false: the library's default."""
+    return {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)} if cfg.get("malloc_reuse") else {}

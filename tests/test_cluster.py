@@ -1,4 +1,5 @@
 """Engines inside Ray actors: the same contract, a checked sync, and calls that cannot hang."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,16 @@ def test_workers_get_the_openmp_spin_count(ray_local):
         return os.environ.get("GOMP_SPINCOUNT")
 
     assert CONF.omp_spincount == 2000 and ray.get(env.remote()) == "2000"
+
+
+def test_workers_get_the_malloc_settings(ray_local):
+    """cluster.malloc_reuse reaches the environment every Ray worker starts with (glibc reads it then):
+    no block of its own mapping (unmapped when freed), a heap top returned only past 2 GB."""
+    @ray.remote
+    def start_env():
+        return sorted(e for e in open("/proc/self/environ", "rb").read().decode().split("\0") if e.startswith("MALLOC_"))
+
+    assert CONF.malloc_reuse and ray.get(start_env.remote()) == ["MALLOC_MMAP_MAX_=0", "MALLOC_TRIM_THRESHOLD_=2147483647"]
 
 
 def test_engine_replicas_split_prompts_and_all_get_the_weights(ray_local, echo_model):
