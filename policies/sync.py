@@ -1,6 +1,7 @@
 """Weight sync with a check: after loading, the engine's log-probs must match the trainer's."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from policies.engine import Sampling
@@ -20,7 +21,7 @@ class SyncReport:
 
 def check_gap(mean: float, max_: float, tokens: int, tolerance: float, where: str = "after weight sync") -> None:
     """Raise WeightSyncError when the mean |engine - trainer| log-prob gap exceeds `tolerance` or is NaN."""
-    if mean != mean:  # NaN log-probs on one side: a numerical fault, not a gap that stale weights would make
+    if math.isnan(mean):  # NaN log-probs on one side: a numerical fault, not a gap that stale weights would make
         raise WeightSyncError(
             f"engine and policy disagree {where}: the log-prob gap is NaN over {tokens} tokens, so the engine or the "
             f"policy computed NaN log-probs. Not stale weights but a numerical fault: an overflow in a low precision "

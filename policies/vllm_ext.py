@@ -64,15 +64,15 @@ class WeightSync:
                 used.update(keys)
                 src = [tensors[k] for k in keys]
                 if pname == "weight" and hasattr(layer, "cpu_linear") and param.numel() == 0:  # packed, weight dropped
-                    shape = (sum(getattr(layer, "output_partition_sizes", [0])), getattr(layer, "input_size_per_partition", 0))
-                    if len(src) != len(getattr(layer, "output_partition_sizes", [])) or any(
-                            t.shape[1:] != shape[1:] for t in src) or sum(t.shape[0] for t in src) != shape[0]:
+                    width = getattr(layer, "input_size_per_partition", None)
+                    if [t.shape[0] for t in src] != list(getattr(layer, "output_partition_sizes", [])) or any(
+                            t.shape[1:] != (width,) for t in src):
                         return False
                     packs.append((layer, method, src))
                     continue
                 rows = sum(t.shape[0] for t in src)
                 if param.dim() == 0 or any(t.shape[1:] != param.shape[1:] for t in src) or rows > param.shape[0] or (
-                        rows < param.shape[0] and not (len(src) == 1 and "embed" in qual)):  # a padded vocabulary
+                        rows < param.shape[0] and not (len(src) == 1 and isinstance(layer, VocabParallelEmbedding))):  # a padded vocabulary
                     return False
                 copies.append((param, src))
                 lookup_only = isinstance(layer, VocabParallelEmbedding) and not isinstance(layer, ParallelLMHead) and (
