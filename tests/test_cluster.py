@@ -108,13 +108,17 @@ def test_workers_get_the_openmp_spin_count(ray_local):
 
 
 def test_workers_get_the_malloc_settings(ray_local):
-    """cluster.malloc_reuse reaches the environment every Ray worker starts with (glibc reads it then):
-    no block of its own mapping (unmapped when freed), a heap top returned only past 2 GB."""
-    @ray.remote
+    """cluster.malloc_reuse: off by default (a worker starts with glibc's own settings); on, the variables
+    that keep freed memory: no block of its own mapping (unmapped when freed), a heap top returned only
+    past 2 GB. glibc reads them when a worker starts, so they must be in its start-up environment."""
+    from rl.cluster import malloc_env
+
     def start_env():
         return sorted(e for e in open("/proc/self/environ", "rb").read().decode().split("\0") if e.startswith("MALLOC_"))
 
-    assert CONF.malloc_reuse and ray.get(start_env.remote()) == ["MALLOC_MMAP_MAX_=0", "MALLOC_TRIM_THRESHOLD_=2147483647"]
+    assert not CONF.malloc_reuse and ray.get(ray.remote(start_env).remote()) == []
+    on = ray.remote(runtime_env={"env_vars": malloc_env(OmegaConf.merge(CONF, {"malloc_reuse": True}))})(start_env)
+    assert ray.get(on.remote()) == ["MALLOC_MMAP_MAX_=0", "MALLOC_TRIM_THRESHOLD_=2147483647"]
 
 
 def test_engine_replicas_split_prompts_and_all_get_the_weights(ray_local, echo_model):
