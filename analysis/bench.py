@@ -372,6 +372,8 @@ VARIANTS = {
     "compile": {"eager": ["engine.enforce_eager=true"], "compiled": ["engine.enforce_eager=false"]},
     # the workers' malloc returning large freed blocks to the system (glibc's default) vs keeping them (rl/cluster.py)
     "malloc": {"default": ["cluster.malloc_reuse=false"], "reuse": ["cluster.malloc_reuse=true"]},
+    # the engine's malloc alone (policies/vllm_engine.py: keep_freed_memory)
+    "engine_malloc": {"default": ["engine.malloc_reuse=false"], "reuse": ["engine.malloc_reuse=true"]},
 }
 VARIANT_EVAL = {"async": 200}  # eval prompts: a gold gain is compared
 

@@ -130,3 +130,55 @@ def test_cpu_gemm_choice():
     assert cpu_gemm_choice("torch", {"hidden_size": 576}, "float32") == "torch"
     with pytest.raises(EngineError, match=r"engine.cpu_gemm='mkl'; expected one of: auto, onednn, torch"):
         cpu_gemm_choice("mkl", {"hidden_size": 128}, "float32")
+
+
+
+def refaults(n: int = 113 * 2**20) -> int:
+    """Page faults filling an n-byte block again after freeing one (what each oneDNN sync does with a
+    packed head: SmolLM2-135M's is 108 MB)."""
+    import ctypes
+    import resource
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes, libc.memset.argtypes = [ctypes.c_void_p], [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+    def filled():
+        p = libc.malloc(n)
+        libc.memset(p, 1, n)
+        return p
+
+    libc.free(filled())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    libc.free(filled())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_the_engines_malloc_refills_a_freed_block_without_page_faults():
+    """engine.malloc_reuse: a 113 MB block freed and asked for again is served from the pages already
+    held. glibc's default unmaps it, so all 113 MB / 4 KB = 28,928 pages fault in again (fewer where the
+    kernel backs it with 2-MB pages)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def faults(reuse: bool):
+        code = ("from policies.vllm_engine import keep_freed_memory; from tests.test_engines import refaults; "
+                f"assert keep_freed_memory() if {reuse} else True; print(refaults())")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+        return int(out.stdout.split()[-1])
+
+    assert faults(True) < 289  # under 1% of the pages
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp.exists() and "[always]" not in thp.read_text():
+        assert faults(False) >= 28_928 * 0.99
+
+
+def test_a_vllm_engine_keeps_freed_memory_by_default(engine):
+    """The engine's process (here the test's) has engine.malloc_reuse's setting once an engine is up."""
+    from policies.vllm_engine import VLLMEngine
+
+    if not isinstance(engine, VLLMEngine):
+        pytest.skip("the vLLM engine's setting")
+    assert refaults() < 289
