@@ -22,8 +22,7 @@ BY_NAME = {v: k for k, v in DTYPES.items()}
 
 
 def layout(tensors: dict[str, torch.Tensor]) -> tuple[bytes, dict[str, tuple[int, int]]]:
-    """The safetensors header (8-byte length + JSON padded so the data starts 64-byte aligned, as torch's own
-    tensors: the learner's parameters may live in the file) and each tensor's byte range in the data."""
+    """The safetensors header (8-byte length + JSON padded to 8 bytes) and each tensor's byte range in the data."""
     head, spans, off = {}, {}, 0
     for k, v in tensors.items():
         if v.dtype not in DTYPES:
@@ -33,7 +32,7 @@ def layout(tensors: dict[str, torch.Tensor]) -> tuple[bytes, dict[str, tuple[int
         spans[k] = (off, off + n)
         off += n
     h = json.dumps(head, separators=(",", ":")).encode()
-    h += b" " * (-(8 + len(h)) % 64)
+    h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h, spans
 
 
@@ -59,8 +58,7 @@ class Writer:
             self.path, self.header = path, header
         with torch.no_grad():
             for k, v in tensors.items():
-                if self.views[k].data_ptr() != v.data_ptr():  # a tensor living in the file is there already
-                    self.views[k].copy_(v)
+                self.views[k].copy_(v)
         return path
 
 

@@ -103,21 +103,7 @@ class Learner(Reusable):
         tensors = self._engine_weights(copy=False)  # copied into the file in place
         if getattr(self.policy.config, "tie_word_embeddings", False):
             tensors.pop("lm_head.weight", None)
-        self.sync_file.write(path, tensors)
-        if not (self.lora or self.device.type != "cpu" or self.cfg.get("async_generation")):
-            self._live_in(self.sync_file.views)
-        return path
-
-    def _live_in(self, views: dict) -> None:
-        """The policy's parameters become the sync file's tensors, so the next write has nothing to copy
-        (SmolLM2-135M: 0.05-0.08 s a sync). Only while the loop waits for each load before the next
-        update: the update writes the file the engine reads, so not with algo.async_generation (an
-        engine loads while the learner updates), LoRA (the file holds merged weights) or a GPU."""
-        params = dict(self.policy.named_parameters())
-        for k, view in views.items():
-            p = params.get(k)
-            if p is not None and p.data_ptr() != view.data_ptr():
-                p.data = view
+        return self.sync_file.write(path, tensors)
 
     def close_sync_file(self) -> None:
         self.sync_file = shm_weights.Writer()

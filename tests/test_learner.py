@@ -179,32 +179,3 @@ def test_rloo_weights_every_token_equally(peaked_model):
           for i, n in enumerate((1, 3, 4, 2))]
     m = learner.algo.update(learner, rs, [1.0, 0.0, 0.0, 1.0])
     assert m["policy/loss"] == pytest.approx(0.4, abs=1e-6)
-
-
-@pytest.mark.parametrize("async_generation", [False, True])
-def test_the_sync_file_follows_the_update_only_without_async_generation(peaked_model, tmp_path, async_generation):
-    """After its first write of the sync file, a learner of a synchronous run updates its weights inside
-    the file: an update changes what safetensors' own reader finds there with no second write (the engine
-    loads only while the learner waits). With algo.async_generation an engine may be reading the file
-    during the update, so the file keeps the written weights until the next write. Either way a
-    checkpoint saved after the update holds the updated weights (all in one file's storage: a saver
-    that took them for shared tensors would drop or refuse some)."""
-    from safetensors.torch import load_file
-
-    rs = make_engine("hf", peaked_model).generate(PROMPTS, Sampling(n=4, max_tokens=6, seed=1))
-    learner = Learner(peaked_model, algo_cfg(f"algo.async_generation={async_generation}", "algo.lr=1e-2"))
-    path = str(tmp_path / "sync.safetensors")
-    learner.write_weights(path)
-    written = {k: v.clone() for k, v in load_file(path).items()}
-    learner.update(rs, [float(i % 3 == 0) for i in range(len(rs))])
-    now = {k: v.detach().clone() for k, v in learner.policy.state_dict().items()}
-    assert set(written) == set(now) - {"lm_head.weight"}  # tied: the head is the embedding
-    assert all(not torch.equal(now[k], written[k]) for k in written if k.endswith("proj.weight"))  # the update moved them
-    in_file = load_file(path)
-    for k, v in in_file.items():
-        assert torch.equal(v, written[k] if async_generation else now[k]), k
-    learner.write_weights(path)
-    assert all(torch.equal(v, now[k]) for k, v in load_file(path).items())
-    learner.save_checkpoint(str(tmp_path / "ckpt"))
-    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt" / "policy", dtype=torch.float32).state_dict()
-    assert set(saved) == set(now) and all(torch.equal(saved[k], now[k]) for k in now)
