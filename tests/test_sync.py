@@ -200,3 +200,17 @@ def test_bf16_engine_gap_is_numerics_not_staleness(echo_model):
             verify(new, engine.generate(PROBES, Sampling(max_tokens=12, seed=0)), tolerance=0.05)
     finally:
         engine.close()
+
+
+def test_a_packed_layers_parts_back_to_back_in_the_file_are_joined_without_a_copy():
+    """q, k, v written one after the other (a checkpoint's order) are one view of the file; in another
+    order, or apart, a concatenation. Either way the rows are the parts' in the order asked."""
+    from policies.vllm_ext import _joined
+
+    file = torch.arange(4 + 4 * 40, dtype=torch.uint8).view(torch.float32)  # the sync file's bytes as float32 views
+    q, k, v, o = file[4:16].view(3, 4), file[16:24].view(2, 4), file[24:32].view(2, 4), file[32:36].view(1, 4)
+    joined = _joined([q, k, v])
+    assert torch.equal(joined, torch.cat([q, k, v])) and joined.data_ptr() == q.data_ptr()
+    for parts in ([k, q, v], [q, v], [q, k, o]):
+        joined = _joined(parts)
+        assert torch.equal(joined, torch.cat(parts)) and joined.data_ptr() not in {t.data_ptr() for t in parts}
