@@ -114,8 +114,8 @@ class WeightSync:
 
 def _joined(src: list):
     """A packed layer's parts (q, k, v) as one tensor: a view where they lie back to back in the file, as
-    a checkpoint's order puts them (no copy: at SmolLM2-135M the concatenations were 0.03 of a 0.2-s
-    sync), else their concatenation."""
+    the learner's state dict orders them (no copy: at SmolLM2-135M the concatenations were 0.03 s of a
+    0.2-s sync), else (a checkpoint file's sorted names: k, o, q, v) their concatenation."""
     import torch
 
     first = src[0]
