@@ -35,7 +35,7 @@ def cpu_gemm_choice(cpu_gemm: str, config: dict, dtype: str) -> str:
 def keep_freed_memory() -> bool:
     """This process's glibc malloc keeps what is freed for the next allocation (`engine.malloc_reuse`).
     By default a block over 32 MB is a mapping of its own, unmapped when freed: each oneDNN sync packs
-    SmolLM2-135M's 49,152 x 576 head into a fresh 113 MB block whose 27,650 pages all fault in, 0.03 s
+    SmolLM2-135M's 49,152 x 576 head into a fresh 108-MB block whose 27,650 pages all fault in, 0.03 s
     in a young process and 0.15-0.17 s in a loop's engine (page faults are dear on these virtual
     machines). Here every block comes from the heap and a free top goes back only past 2 GB, so the
     engine holds about its peak memory. The engine only: the learner's numerics are untouched

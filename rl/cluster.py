@@ -81,7 +81,7 @@ def malloc_env(cfg) -> dict:
     a free top goes back only past 2 GB (glibc ignored larger thresholds here), so a worker holds about
     its peak memory until it exits; measured, the 135M learner's update 0.77-0.93x the time, the arith
     world's 0.96x (BENCHMARKS.md). Off by default: with it on, a resumed run's sync gap differed from an
-    uninterrupted run's past 1e-6 once in three CIs (2.2e-6 vs 1.9e-7, tests/test_kill.py), as heap
-    blocks land at other addresses than page-aligned mappings and the matmuls' rounding can follow the
-    alignment. Read when a worker's C library starts, so set for the workers Ray starts."""
+    uninterrupted run's past 1e-6 once in three CIs (2.2e-6 vs 1.9e-7, tests/test_kill.py); not
+    reproduced since (ten runs of that work bit for bit the same on and off, the test 3 of 3), cause
+    unknown. Read when a worker's C library starts, so set for the workers Ray starts."""
     return {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)} if cfg.get("malloc_reuse") else {}

@@ -132,7 +132,6 @@ def test_cpu_gemm_choice():
         cpu_gemm_choice("mkl", {"hidden_size": 128}, "float32")
 
 
-
 def refaults(n: int = 113 * 2**20) -> int:
     """Page faults filling an n-byte block again after freeing one (what each oneDNN sync does with a
     packed head: SmolLM2-135M's is 108 MB)."""

@@ -203,7 +203,7 @@ def test_bf16_engine_gap_is_numerics_not_staleness(echo_model):
 
 
 def test_a_packed_layers_parts_back_to_back_in_the_file_are_joined_without_a_copy():
-    """q, k, v written one after the other (a checkpoint's order) are one view of the file; in another
+    """q, k, v written one after the other (the learner's state dict order) are one view of the file; in another
     order, or apart, a concatenation. Either way the rows are the parts' in the order asked."""
     from policies.vllm_ext import _joined
 
