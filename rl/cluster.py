@@ -71,6 +71,23 @@ def actor_threads(cluster, beside_engine: bool = False) -> int | None:
     return max(1, cores // 2) if beside_engine else cores
 
 
+def engine_config(cfg):
+    """The `engine` config group with `engine.threads` (torch threads in each engine actor) resolved.
+    null: the cores of the Ray this run starts (`cluster.num_cpus`) split among `engine.replicas`, halved
+    with `algo.async_generation` as the learner's are (`actor_threads`); on a joined cluster Ray's own
+    choice, the actor's `engine.num_cpus`. Ray sets an actor's OMP_NUM_THREADS to its `num_cpus` (the
+    engine's: 1, a scheduling share), so left to that the engine generated and re-packed its weights
+    on one of two cores while the learner waited (SmolLM2-135M, 4 x 4 x 24: generation 4.2 -> 2.9 s,
+    the sync's load 0.32 -> 0.23 s with both; BENCHMARKS.md)."""
+    from omegaconf import OmegaConf
+
+    cores = cfg.cluster.get("num_cpus")
+    if cfg.engine.get("threads") is not None or not cores:
+        return cfg.engine
+    share = cores // 2 if cfg.get("algo", {}).get("async_generation") else cores
+    return OmegaConf.merge(cfg.engine, {"threads": max(1, share // int(cfg.engine.get("replicas", 1)))})
+
+
 def malloc_env(cfg) -> dict:
     """glibc's malloc keeping freed memory for the next allocation (`cluster.malloc_reuse`). By default a
     block over its mapping threshold (128 KB, rising to at most 32 MB) is a mapping of its own, unmapped

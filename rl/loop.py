@@ -115,7 +115,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     from policies.engine import EngineError
     from policies.models import resolve_policy
     from rewards import check_source, zoo_artifacts
-    from rl.cluster import actor_threads, init_ray
+    from rl.cluster import actor_threads, engine_config, init_ray
     from rl.learner import Learner  # transformers: seconds of imports a config error need not wait for
     from rl.logger import MetricLogger
     from worlds import zoo
@@ -138,11 +138,11 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             critic_path = resolve_critic(cfg, policy_path, zoo_dir)
     init_ray(cfg.cluster)
     timeout, threads = cfg.engine.rpc_timeout_s, actor_threads(cfg.cluster, bool(cfg.algo.get("async_generation")))
-    c = cfg.cluster
+    c, engine_cfg = cfg.cluster, engine_config(cfg)
     # parked actors (rl/warm.py) serve a run that places nothing (a placement group goes with its run)
     keep = c.get("keep_warm", True) and c.get("placement", "none") == "none"
     reward_key = ("reward", c.reward_cpus, threads, warm.session())
-    keys = {"engine": warm.engine_key(cfg.engine, policy_path), "proxy": reward_key, "gold": reward_key,
+    keys = {"engine": warm.engine_key(engine_cfg, policy_path), "proxy": reward_key, "gold": reward_key,
             "learner": ("learner", c.learner_cpus, c.get("learner_gpus", 0), threads, warm.session())} if keep else {}
     has = {"engine": True, "learner": cfg.algo.name != "bon", "proxy": not in_process(proxy_cfg), "gold": not in_process(gold_cfg)}
     taken = {role: warm.take(keys.get(role)) if has[role] else None for role in has}
@@ -155,7 +155,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             engine.close()
             engine = None
     placement = Placement(cfg, has["learner"], cfg.engine.start_timeout_s)
-    engine = engine or start_engine(cfg.engine, policy_path, placement.engine(), wait=False)
+    engine = engine or start_engine(engine_cfg, policy_path, placement.engine(), wait=False)
     # every other actor starts meanwhile (each a process importing torch), or a warm one runs its
     # constructor again: checked once the engine is up
     pending = []

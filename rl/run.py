@@ -24,12 +24,12 @@ def engine_demo(cfg: DictConfig) -> dict:
     from policies.engine import Sampling, check_engine_name
     from policies.models import resolve_policy
     from policies.sync import sync_weights
-    from rl.cluster import init_ray
+    from rl.cluster import engine_config, init_ray
 
     check_engine_name(cfg.engine.name)  # fail before Ray and model loading start
     path = resolve_policy(cfg.policy, cfg.cache_dir, cfg.world)
     init_ray(cfg.cluster)
-    engine = start_engine(cfg.engine, path)
+    engine = start_engine(engine_config(cfg), path)
     prompts = list(cfg.demo.prompts)
     rollouts = engine.generate(prompts, Sampling(**cfg.demo.sampling))
     for r in rollouts[:: cfg.demo.sampling.n]:

@@ -51,6 +51,9 @@ def validate(cfg: DictConfig) -> Checked:
     threads = _get(cfg, "cluster.threads_per_actor")
     if not (threads is None or threads == "auto" or (type(threads) is int and threads >= 1)):
         errors.append(f"cluster.threads_per_actor={threads!r}; expected auto, null (torch's default) or a count >= 1")
+    threads = _get(cfg, "engine.threads")
+    if not (threads is None or (type(threads) is int and threads >= 1)):
+        errors.append(f"engine.threads={threads!r}; expected null (the run's cores, rl/cluster.py) or a count >= 1")
     check(check_engine_name, cfg.engine.name)
     if cfg.policy.source == "path":
         check(check_model_dir, cfg.policy.path, "policy.path")

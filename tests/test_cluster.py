@@ -121,6 +121,21 @@ def test_workers_get_the_malloc_settings(ray_local):
     assert ray.get(on.remote()) == ["MALLOC_MMAP_MAX_=0", "MALLOC_TRIM_THRESHOLD_=2147483647"]
 
 
+def test_an_engine_actor_computes_with_the_threads_its_config_resolves_to(ray_local, echo_model):
+    """Ray gives an actor OMP_NUM_THREADS = its num_cpus, so an engine actor left alone computes on one of
+    the two cores; `engine_config` resolves engine.threads null to both (rl/cluster.py), and the actor's
+    torch uses them."""
+    from rl.cluster import engine_config
+
+    cfg = OmegaConf.create({"cluster": CONF, "engine": OmegaConf.load("conf/engine/hf.yaml"), "algo": {}})
+    for engine, expected in ((cfg.engine, 1), (engine_config(cfg), 2)):
+        client = start_engine(engine, echo_model)
+        try:
+            assert ray.get(client.actor.__ray_call__.remote(lambda actor: torch.get_num_threads())) == expected
+        finally:
+            client.close()
+
+
 def test_engine_replicas_split_prompts_and_all_get_the_weights(ray_local, echo_model):
     """Two vLLM replicas: each prompt keeps the seed it has in one engine, so the rollouts are one
     engine's; a sync reaches both (greedy continuations from both halves are the new policy's)."""

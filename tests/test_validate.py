@@ -125,3 +125,23 @@ def test_threads_per_actor(tmp_path):
     assert line == "cluster.threads_per_actor=0; expected auto, null (torch's default) or a count >= 1"
     [line] = problems(tmp_path, "cluster.threads_per_actor=true")  # a bool is an int to Python
     assert line == "cluster.threads_per_actor=True; expected auto, null (torch's default) or a count >= 1"
+
+
+def test_engine_threads(tmp_path):
+    """engine.threads null: every core of the local Ray (not Ray's OMP_NUM_THREADS = the actor's num_cpus
+    share, 1), split among the replicas, halved while the learner updates beside the engine; on a
+    joined cluster left to Ray."""
+    from rl.cluster import engine_config
+
+    def threads(*overrides):
+        return engine_config(config(*overrides)).threads
+
+    assert threads("cluster.num_cpus=2") == 2
+    assert threads("cluster.num_cpus=2", "algo.async_generation=true") == 1
+    assert threads("cluster.num_cpus=2", "engine.replicas=2", "engine.num_cpus=0.5") == 1
+    assert threads("cluster.num_cpus=8", "engine.replicas=2", "algo.async_generation=true") == 2
+    assert threads("cluster.num_cpus=3", "engine.replicas=2") == 1
+    assert threads("cluster.num_cpus=2", "engine.threads=3") == 3
+    assert threads("cluster=existing") is None
+    [line] = problems(tmp_path, "engine.threads=0")
+    assert line == "engine.threads=0; expected null (the run's cores, rl/cluster.py) or a count >= 1"
