@@ -157,7 +157,7 @@ class VLLMEngine:
         optional = {"lm_head.weight"} if self.tied else set()  # tied: the checkpoint has no lm_head
         if isinstance(state_dict, str):
             check_state_keys(self.keys, file_keys(state_dict), str(self.path), optional)
-            self._reload(state_dict)
+            self._reload(state_dict, keep=True)
             return time.perf_counter() - t0
         tensors = {k: v.detach().contiguous() for k, v in state_dict.items() if not (self.tied and k == "lm_head.weight")}
         check_state_keys(self.keys, set(tensors), str(self.path), optional)
@@ -172,10 +172,11 @@ class VLLMEngine:
                 os.remove(path)
         return time.perf_counter() - t0
 
-    def _reload(self, path: str) -> None:
-        # how the workers loaded it (policies/vllm_ext.py): "in_place", "repack" or "reload"
+    def _reload(self, path: str, keep: bool = False) -> None:
+        # how the workers loaded it (policies/vllm_ext.py): "in_place", "repack" or "reload"; `keep`: a
+        # caller's file, mapped until a load from another (the loop's sync file: rewritten in place)
         self.loaded_by = self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s,
-                                                 args=(path, self.refresh_tied_head, self.in_place))
+                                                 args=(path, self.refresh_tied_head, self.in_place, keep))
         # cached prompt-prefix KV blocks hold the old weights' keys and values: a shared prefix
         # (few-shot chat prompts) would be decoded against them (measured: mean |Δ log p| 0.05)
         self.llm.reset_prefix_cache()

@@ -4,25 +4,36 @@ Kept in its own small module because vLLM imports it by qualified name inside wo
 """
 from __future__ import annotations
 
-from policies.shm_weights import read
+from policies.shm_weights import Reader, read
 
 
 class WeightSync:
-    def reload_from(self, path: str, refresh_tied_head: bool = True, in_place: bool = False) -> str:
-        """Load the weights in `path`; which way: "in_place", "repack" or "reload"."""
-        tensors = read(path)  # views of the file: every path copies them into the parameters
+    def reload_from(self, path: str, refresh_tied_head: bool = True, in_place: bool = False, keep: bool = False) -> str:
+        """Load the weights in `path`; which way: "in_place", "repack" or "reload". `keep`: the file is
+        rewritten in place for later syncs (the loop's), so its mapping is kept for them (`Reader`)."""
+        if not keep or in_place:
+            self._kept().close()
         if in_place:  # torch matmuls (engine.cpu_gemm): the parameters are what the model computes with
-            self.model_runner.get_model().load_weights(iter(tensors.items()))
+            self.model_runner.get_model().load_weights(iter(read(path).items()))  # views: copied into the parameters
             return "in_place"
         # oneDNN packs the CPU linear weights after loading and drops the originals, so
         # model.load_weights() fails. Re-pack them straight from the file where the model's layout allows
-        # (`_repack`); otherwise reload_weights() re-runs vLLM's loader, packing included.
-        if self._repack(tensors, refresh_tied_head):
+        # (`_repack`, which only reads the file: the kept mapping is read-only); otherwise
+        # reload_weights() re-runs vLLM's loader, packing included.
+        tensors = self._kept().read(path) if keep else None
+        if self._repack(tensors or read(path), refresh_tied_head):
             return "repack"
+        self._kept().close()
+        tensors = read(path)
         self.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
         if refresh_tied_head:
             self._refresh_tied_head(tensors)
         return "reload"
+
+    def _kept(self) -> Reader:
+        if not hasattr(self, "_reader"):
+            self._reader = Reader()
+        return self._reader
 
     def _repack(self, tensors: dict, refresh_tied_head: bool) -> bool:
         """The sync without vLLM's layer-by-layer reload (which rebuilds every layer on fresh memory and

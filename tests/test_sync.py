@@ -214,3 +214,33 @@ def test_a_packed_layers_parts_back_to_back_in_the_file_are_joined_without_a_cop
     for parts in ([k, q, v], [q, v], [q, k, o]):
         joined = _joined(parts)
         assert torch.equal(joined, torch.cat(parts)) and joined.data_ptr() not in {t.data_ptr() for t in parts}
+
+
+def test_the_sync_files_reader_keeps_one_mapping_that_follows_in_place_rewrites(tmp_path):
+    """policies.shm_weights.Reader: while the file stays the same (path, inode, layout) every read returns
+    views of one mapping (no pages faulted in again), and they show what the learner wrote last; a
+    replaced file (new inode) or a new layout is mapped afresh."""
+    import os
+
+    from policies.shm_weights import Reader, Writer
+
+    path, reader = str(tmp_path / "sync.safetensors"), Reader()
+    a = {"w": torch.arange(6.0).view(2, 3), "b": torch.tensor([1, 2], dtype=torch.int64)}
+    b = {"w": -torch.arange(6.0).view(2, 3), "b": torch.tensor([3, 4], dtype=torch.int64)}
+    writer = Writer()
+    writer.write(path, a)
+    first = reader.read(path)
+    assert torch.equal(first["w"], a["w"]) and torch.equal(first["b"], a["b"])
+    ptr = first["w"].data_ptr()
+    writer.write(path, b)  # in place
+    again = reader.read(path)
+    assert again["w"].data_ptr() == ptr
+    assert torch.equal(again["w"], b["w"]) and torch.equal(again["b"], b["b"])
+    assert torch.equal(first["w"], b["w"])  # the earlier views follow the file too: one shared mapping
+    os.remove(path)
+    Writer().write(path, a)  # a new file at the same path
+    assert torch.equal(reader.read(path)["w"], a["w"])
+    Writer().write(path, {"w": torch.ones(3, 2)})  # same inode and size, another layout
+    assert reader.read(path).keys() == {"w"} and torch.equal(reader.read(path)["w"], torch.ones(3, 2))
+    reader.close()
+    assert reader.tensors is None
