@@ -77,8 +77,8 @@ def engine_config(cfg):
     with `algo.async_generation` as the learner's are (`actor_threads`); on a joined cluster Ray's own
     choice, the actor's `engine.num_cpus`. Ray sets an actor's OMP_NUM_THREADS to its `num_cpus` (the
     engine's: 1, a scheduling share), so left to that the engine generated and re-packed its weights
-    on one of two cores while the learner waited (SmolLM2-135M, 4 x 4 x 24: generation 4.2 -> 2.9 s,
-    the sync's load 0.32 -> 0.23 s with both; BENCHMARKS.md)."""
+    on one of two cores while the learner waited (SmolLM2-135M, 4 x 4 x 24: the step 0.72x the time with
+    both, generation 5.0-5.3 -> 3.1-3.2 s, the sync's load 0.35-0.36 -> 0.22 s; BENCHMARKS.md)."""
     from omegaconf import OmegaConf
 
     cores = cfg.cluster.get("num_cpus")
