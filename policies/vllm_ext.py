@@ -20,11 +20,13 @@ class WeightSync:
         # model.load_weights() fails. Re-pack them straight from the file where the model's layout allows
         # (`_repack`, which only reads the file: the kept mapping is read-only); otherwise
         # reload_weights() re-runs vLLM's loader, packing included.
-        tensors = self._kept().read(path) if keep else None
-        if self._repack(tensors or read(path), refresh_tied_head):
+        kept = self._kept().read(path) if keep else None
+        tensors = read(path) if kept is None else kept
+        if self._repack(tensors, refresh_tied_head):
             return "repack"
-        self._kept().close()
-        tensors = read(path)
+        if kept is not None:  # vLLM's loader gets a private mapping, as before: it may write to what it reads
+            self._kept().close()
+            tensors = read(path)
         self.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
         if refresh_tied_head:
             self._refresh_tied_head(tensors)
