@@ -29,8 +29,8 @@ phase's median, alternating the order repeat by repeat; `cost.png` and `cost.jso
 The growth exponent between neighbouring points, log(t2 / t1) / log(x2 / x1), is 1 for linear cost.
 
 floor: our GRPO step on that work against its floor: the engine alone generating the same prompts x
-samples + one bare forward, backward and optimizer step of the policy over what it generated;
-`loop_over_floor` = our median step / the floor's, and each phase's share of our step.
+samples + one bare forward, backward and optimizer step of the policy over what it generated (logits
+from the first completion column on, as TRL computes them); `loop_over_floor` = our median step / the floor's, and each phase's share of our step.
 
 sweep: a Hydra multirun of short runs (`python -m rl.run -m ... seed=0,1,2,3`: four jobs in one
 process) with the actors kept warm from job to job (`cluster.keep_warm=true`, the default) and with
@@ -195,13 +195,14 @@ def gold_of(model_dir: str, cfg, items, gold) -> float:
 def bench_floor(repeats: int, size: str, steps: int, out_dir: str, overrides: list[str]) -> dict:
     """Our GRPO step against its floor on the same work: the engine generating the same prompts x
     samples alone (in this process) + one bare forward, backward and AdamW step of the policy over the
-    generated sequences. Runs and floor measurements alternate; medians."""
+    generated sequences, right-padded, with logits only from the first completion column on (what TRL
+    computes: at a 49k vocabulary the prompt positions' LM head and log-softmax would be most of the
+    work, and no loss needs them). Runs and floor measurements alternate; medians."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from policies.engine import Sampling, make_engine
-    from policies.logprobs import pad_rollouts
-    from rl.algos.common import token_logprobs_entropy
+    from policies.logprobs import first_completion, logits_from, pad_rollouts, token_logprobs
 
     ours, cfg, _, base, batches = grpo_work(size, steps, overrides)
     a = cfg.algo
@@ -215,7 +216,8 @@ def bench_floor(repeats: int, size: str, steps: int, out_dir: str, overrides: li
                                                   max_tokens=a.max_tokens, seed=t))
         t1 = time.perf_counter()
         ids, attn, mask = pad_rollouts(rs)
-        logp, _ = token_logprobs_entropy(model(input_ids=ids, attention_mask=attn).logits, ids)
+        f = first_completion(mask)
+        logp, mask = token_logprobs(logits_from(model, ids, attn, f), ids[:, f:]), mask[:, f:]
         (-(logp * mask).sum() / mask.sum()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -173,8 +173,9 @@ class VLLMEngine:
         return time.perf_counter() - t0
 
     def _reload(self, path: str, keep: bool = False) -> None:
-        # how the workers loaded it (policies/vllm_ext.py): "in_place", "repack" or "reload"; `keep`: a
-        # caller's file, mapped until a load from another (the loop's sync file: rewritten in place)
+        # how the workers loaded it (policies/vllm_ext.py): "in_place", "in_place_loader", "repack" or
+        # "reload"; `keep`: a caller's file, mapped until a load from another (the loop's sync file:
+        # rewritten in place)
         self.loaded_by = self.llm.collective_rpc("reload_from", timeout=self.rpc_timeout_s,
                                                  args=(path, self.refresh_tied_head, self.in_place, keep))
         # cached prompt-prefix KV blocks hold the old weights' keys and values: a shared prefix

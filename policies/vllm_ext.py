@@ -9,13 +9,18 @@ from policies.shm_weights import Reader, read
 
 class WeightSync:
     def reload_from(self, path: str, refresh_tied_head: bool = True, in_place: bool = False, keep: bool = False) -> str:
-        """Load the weights in `path`; which way: "in_place", "repack" or "reload". `keep`: the file is
+        """Load the weights in `path`; which way: "in_place" (copied; "in_place_loader": by vLLM's loader where
+        the file does not map one to one), "repack" or "reload". `keep`: the file is
         rewritten in place for later syncs (the loop's), so its mapping is kept for them (`Reader`)."""
-        if not keep or in_place:
+        if not keep:
             self._kept().close()
         if in_place:  # torch matmuls (engine.cpu_gemm): the parameters are what the model computes with
-            self.model_runner.get_model().load_weights(iter(read(path).items()))  # views: copied into the parameters
-            return "in_place"
+            # copied straight from the file: vLLM's generic loader took 4.5 of an arith sync's 5 ms
+            tensors = self._kept().read(path) if keep else read(path)
+            if self._repack(tensors, refresh_tied_head, pack=False):
+                return "in_place"
+            self.model_runner.get_model().load_weights(iter(tensors.items()))
+            return "in_place_loader"
         # oneDNN packs the CPU linear weights after loading and drops the originals, so
         # model.load_weights() fails. Re-pack them straight from the file where the model's layout allows
         # (`_repack`, which only reads the file: the kept mapping is read-only); otherwise
@@ -37,7 +42,7 @@ class WeightSync:
             self._reader = Reader()
         return self._reader
 
-    def _repack(self, tensors: dict, refresh_tied_head: bool) -> bool:
+    def _repack(self, tensors: dict, refresh_tied_head: bool, pack: bool = True) -> bool:
         """The sync without vLLM's layer-by-layer reload (which rebuilds every layer on fresh memory and
         copies it back: at SmolLM2-135M 0.31-0.40 s of which the packing is ~0.15): each packed linear
         layer gets its weight from the file (the checkpoint's parts concatenated, per the model's
@@ -45,7 +50,8 @@ class WeightSync:
         packs it as at load; every other parameter is copied in place, and a layer computing with a
         packed copy of a weight just copied (a tied lm_head, whose weight is the embedding's, or an
         embedding a model uses as its head) is packed again. False, nothing changed, when a parameter or a file tensor does not
-        map one to one (another architecture, a sharded or quantized layer): the caller reloads."""
+        map one to one (another architecture, a sharded or quantized layer): the caller reloads. `pack=False`
+        (torch's matmuls, which compute with the parameters themselves): the copies only."""
         import torch
 
         from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
@@ -67,7 +73,7 @@ class WeightSync:
             for pname, param in layer.named_parameters(recurse=False):
                 qual = f"{name}.{pname}" if name else pname
                 if id(param) in seen:  # a tied lm_head: the embedding's tensor, loaded under its own name
-                    if hasattr(layer, "cpu_linear") and refresh_tied_head:
+                    if pack and hasattr(layer, "cpu_linear") and refresh_tied_head:
                         repack.append((layer, method))
                     continue
                 seen.add(id(param))
@@ -90,7 +96,7 @@ class WeightSync:
                 copies.append((param, src))
                 lookup_only = isinstance(layer, VocabParallelEmbedding) and not isinstance(layer, ParallelLMHead) and (
                     id(param) in heads)
-                if hasattr(layer, "cpu_linear") and pname == "weight" and not lookup_only:
+                if pack and hasattr(layer, "cpu_linear") and pname == "weight" and not lookup_only:
                     repack.append((layer, method))
         if used != set(tensors):
             return False

@@ -442,6 +442,10 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
         # below queues behind that generation on the engine actor
         prefetched = (submit_round(cfg, task, engine, step + 1, 0, sampling)
                       if a.get("async_generation") and step + 1 < a.steps else None)
+        # the sync is submitted now: the write queues behind the update on the learner and the load behind
+        # it on the engine, so the learner goes from one to the other with no stop at the driver (a step's
+        # round trip through it: ~1% of an arith step); a sync check failing below stops the run all the same
+        before = _sync(ctx, learner, wait=False)
         m = call(update, "learner", timeout)
         gap = m.pop("sync/logprob_diff"), m.pop("sync/logprob_diff_max"), m.pop("sync/tokens")
         if stale:  # one update behind: the gap is the staleness, not a sync fault (checked at evaluations)
@@ -451,7 +455,7 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
             m |= {"sync/logprob_diff": gap[0], "sync/logprob_diff_max": gap[1]}
         m["async/staleness"] = float(stale)
         t3 = time.time()
-        sync_s = _sync(ctx, learner, wait=not a.get("async_generation"))
+        sync_s = before if a.get("async_generation") else _finish_sync(ctx)
         t4 = time.time()
         tokens = sum(len(r.completion_ids) for r in rs)
         m.update({"reward/proxy": _mean(proxy), "reward/gold": _mean(gold),
