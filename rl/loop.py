@@ -443,8 +443,9 @@ def _run_rl(ctx, learner, eval_items, log, timeout, run_dir, counters, resume) -
         prefetched = (submit_round(cfg, task, engine, step + 1, 0, sampling)
                       if a.get("async_generation") and step + 1 < a.steps else None)
         # the sync is submitted now: the write queues behind the update on the learner and the load behind
-        # it on the engine, so the learner goes from one to the other with no stop at the driver (a step's
-        # round trip through it: ~1% of an arith step); a sync check failing below stops the run all the same
+        # it on the engine, so the learner goes from one to the other with no stop at the driver (the round
+        # trip through it was ~7 ms, 2% of an arith step: BENCHMARKS.md); a sync check failing below stops
+        # the run all the same
         before = _sync(ctx, learner, wait=False)
         m = call(update, "learner", timeout)
         gap = m.pop("sync/logprob_diff"), m.pop("sync/logprob_diff_max"), m.pop("sync/tokens")
