@@ -30,7 +30,8 @@ The growth exponent between neighbouring points, log(t2 / t1) / log(x2 / x1), is
 
 floor: our GRPO step on that work against its floor: the engine alone generating the same prompts x
 samples + one bare forward, backward and optimizer step of the policy over what it generated (logits
-from the first completion column on, as TRL computes them); `loop_over_floor` = our median step / the floor's, and each phase's share of our step.
+from the first completion column on, as TRL computes them); `loop_over_floor` = our median step / the
+floor's, and each phase's share of our step.
 
 sweep: a Hydra multirun of short runs (`python -m rl.run -m ... seed=0,1,2,3`: four jobs in one
 process) with the actors kept warm from job to job (`cluster.keep_warm=true`, the default) and with

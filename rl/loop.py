@@ -382,11 +382,12 @@ def _sync(ctx, learner, wait: bool = True) -> float | None:
     file in shared memory (the learner writes it, the engine reads it: at the SmolLM2-135M shape 0.82 s
     a sync against 3.44 s through the object store, BENCHMARKS.md), across nodes through the object store.
 
-    `wait=False` (asynchronous generation): returns at once, with the previous sync's load time (None at
-    the first). Each actor runs its calls in order, so the learner's next update waits for its write and
-    the engine's next generation for its load, off the driver's path; the driver waits for a load only
-    before the next sync, since the learner rewrites the file the engine may still be reading, and at
-    the run's end (`_finish_sync`)."""
+    `wait=False`: returns at once, with the previous sync's load time (None at the first); the loop
+    submits each step's sync with its update, before waiting for it. Each actor runs its calls in order,
+    so the learner's write follows its update and the engine's next generation waits for its load, off the
+    driver's path; the driver waits for a load before the next sync, since the learner rewrites the file
+    the engine may still be reading, at the step's end when generation is synchronous, and at the run's
+    end (`_finish_sync`)."""
     before = _finish_sync(ctx)
     # the path goes to the learner and, once written, straight to the engine actor (no driver stop); the
     # learner rewrites the same file every sync (policies/shm_weights.py), the run removes it at its end
