@@ -14,24 +14,21 @@ class WeightSync:
         rewritten in place for later syncs (the loop's), so its mapping is kept for them (`Reader`)."""
         if not keep:
             self._kept().close()
-        if in_place:  # torch matmuls (engine.cpu_gemm): the parameters are what the model computes with
-            # copied straight from the file: vLLM's generic loader took 4.5 of an arith sync's 5 ms
-            tensors = self._kept().read(path) if keep else read(path)
-            if self._repack(tensors, refresh_tied_head, pack=False):
-                return "in_place"
-            self.model_runner.get_model().load_weights(iter(tensors.items()))
-            return "in_place_loader"
-        # oneDNN packs the CPU linear weights after loading and drops the originals, so
-        # model.load_weights() fails. Re-pack them straight from the file where the model's layout allows
-        # (`_repack`, which only reads the file: the kept mapping is read-only); otherwise
-        # reload_weights() re-runs vLLM's loader, packing included.
+        # Straight from the file where the model's layout allows (`_repack`, which only reads it: the kept
+        # mapping is read-only): torch's matmuls (engine.cpu_gemm) compute with the parameters, so a copy
+        # (vLLM's generic loader took 4.5 of an arith sync's 5 ms); oneDNN packs the CPU linear weights
+        # after loading and drops the originals (model.load_weights() fails), so a copy and a re-pack.
         kept = self._kept().read(path) if keep else None
         tensors = read(path) if kept is None else kept
-        if self._repack(tensors, refresh_tied_head):
-            return "repack"
+        if self._repack(tensors, refresh_tied_head, pack=not in_place):
+            return "in_place" if in_place else "repack"
         if kept is not None:  # vLLM's loader gets a private mapping, as before: it may write to what it reads
             self._kept().close()
             tensors = read(path)
+        if in_place:
+            self.model_runner.get_model().load_weights(iter(tensors.items()))
+            return "in_place_loader"
+        # reload_weights() re-runs vLLM's loader, packing included
         self.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
         if refresh_tied_head:
             self._refresh_tied_head(tensors)
